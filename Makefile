@@ -1,0 +1,54 @@
+# The entry points a newcomer and CI use. `make install && make test` on a
+# fresh machine; `docker compose up -d --build` for the stack (see README).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := requirements/constraints.txt
+DATA_API_PORT ?= 8090
+SHARED_DATA ?= ../shared/data
+export COVERTYPE_CSV ?= $(abspath $(SHARED_DATA))/covertype.csv
+
+.PHONY: install test lint format data-api bench-quality bench-inference e2e screenshots lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python ## create the dev environment (all pinned) from scratch
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+
+lock: $(BIN)/python ## re-resolve the direct pins and rewrite the full lock
+	$(BIN)/pip install --quiet -e ".[dev]"
+	{ echo "# Full lock of the dev environment (make lock); every image and make install use it with -c."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^-e '; } > $(CONSTRAINTS)
+
+test: ## unit and integration tests (no Docker needed)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not e2e"
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+data-api: ## run the data API replica on the host
+	DATA_API_STATE_DIR=$${DATA_API_STATE_DIR:-.local/data-api} \
+	  $(BIN)/uvicorn data_api.app:create_app --factory --host 127.0.0.1 --port $(DATA_API_PORT)
+
+bench-quality:
+	$(BIN)/python bench/quality.py
+
+bench-inference:
+	$(BIN)/python bench/inference.py
+
+e2e: ## build and start the whole stack, check it through its public interfaces, tear it down
+	$(BIN)/pytest -m e2e tests/e2e -s
+
+screenshots:
+	$(BIN)/python -m tests.ui.screenshots
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache

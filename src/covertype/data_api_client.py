@@ -1,0 +1,114 @@
+"""A small typed client for the data API (the course API or the local replica).
+
+The API answers HTTP 400 both for "collection complete" and, on the course
+API, for a bad group number. Callers must treat those very differently (the
+first ends a DAG run as skipped, the second fails it), so the client tells
+them apart and raises a distinct exception for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+MIN_GROUP, MAX_GROUP = 1, 10
+
+
+class DataApiError(Exception):
+    """Base class of every data API failure."""
+
+
+class CollectionComplete(DataApiError):
+    """The group has received its last batch (HTTP 400 after batch 10)."""
+
+
+class BadGroup(DataApiError):
+    """The group number is not one the API serves."""
+
+
+class ServiceUnavailable(DataApiError):
+    """The API could not be reached, timed out, or answered 5xx: worth a retry."""
+
+
+class UnexpectedResponse(DataApiError):
+    """The API answered something outside its contract: not worth a retry."""
+
+
+class DataBatch(BaseModel):
+    """One answer of ``GET /data``: a portion of the group's current batch."""
+
+    group_number: int
+    batch_number: int
+    data: list[list[Any]]
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The ``detail`` of a FastAPI error body, or the raw text when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return response.text
+
+
+def _mentions_group(detail: str) -> bool:
+    lowered = detail.lower()
+    return "group" in lowered or "grupo" in lowered
+
+
+class DataApiClient:
+    """Calls the data API with a timeout and typed errors; one instance per base URL."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport)
+
+    def __enter__(self) -> DataApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _get(self, path: str, group_number: int | None = None) -> httpx.Response:
+        params = None
+        if group_number is not None:
+            if not MIN_GROUP <= group_number <= MAX_GROUP:
+                raise BadGroup(f"group number {group_number} is outside {MIN_GROUP}..{MAX_GROUP}")
+            params = {"group_number": group_number}
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.TimeoutException as error:
+            raise ServiceUnavailable(f"data API at {self._http.base_url} timed out on {path}: {error}") from error
+        except httpx.TransportError as error:
+            raise ServiceUnavailable(f"data API at {self._http.base_url} unreachable: {error}") from error
+        if response.status_code >= 500:
+            raise ServiceUnavailable(f"data API answered {response.status_code} on {path}: {_error_detail(response)}")
+        if response.status_code == 422 or (response.status_code == 400 and _mentions_group(_error_detail(response))):
+            raise BadGroup(f"data API refused group {group_number}: {_error_detail(response)}")
+        if response.status_code == 400 and path == "/data":
+            raise CollectionComplete(f"group {group_number} has received every batch: {_error_detail(response)}")
+        if response.status_code != 200:
+            raise UnexpectedResponse(f"data API answered {response.status_code} on {path}: {_error_detail(response)}")
+        return response
+
+    def fetch_batch(self, group_number: int) -> DataBatch:
+        """One ``GET /data`` request: the only call a DAG run makes."""
+        response = self._get("/data", group_number)
+        try:
+            return DataBatch.model_validate_json(response.content)
+        except ValidationError as error:
+            raise UnexpectedResponse(f"data API payload does not match the contract: {error}") from error
+
+    def restart(self, group_number: int) -> dict[str, Any]:
+        """Reset the group so that the next request gets batch 1 again."""
+        return self._get("/restart_data_generation", group_number).json()
+
+    def status(self) -> dict[str, Any]:
+        """The API's root endpoint: a cheap liveness check."""
+        return self._get("/").json()

@@ -1,0 +1,174 @@
+"""Turn a data API payload (rows of 13 strings) into typed rows and rejected rows.
+
+A bad row never sinks its payload: it becomes a ``RejectedRow`` with its
+position and the reason, and the good rows of the same payload go on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from covertype.schema import (
+    COVER_TYPE_LABELS,
+    LABEL_COLUMN,
+    NUMERIC_COLUMNS,
+    RAW_COLUMNS,
+    SOIL_CODES,
+    SOIL_COLUMN,
+    WILDERNESS_AREAS,
+    WILDERNESS_COLUMN,
+)
+
+
+class RejectReason(StrEnum):
+    """Why a raw row was not accepted; stored with the row."""
+
+    WRONG_FIELD_COUNT = "wrong_field_count"
+    NON_NUMERIC = "non_numeric"
+    OUT_OF_RANGE = "out_of_range"
+    UNKNOWN_CATEGORY = "unknown_category"
+    UNKNOWN_LABEL = "unknown_label"
+
+
+class LabelScheme(StrEnum):
+    """How a payload numbers its cover types; decided once per payload."""
+
+    ONE_BASED = "1..7"
+    ZERO_BASED = "0..6"
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A raw row that could not be used, kept with where it was and why."""
+
+    position: int
+    row: list[Any]
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True)
+class ParsedPayload:
+    """The outcome of parsing one payload: typed rows, rejects and the label scheme seen."""
+
+    rows: list[dict[str, int | str]] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    label_scheme: LabelScheme = LabelScheme.ONE_BASED
+
+
+class RowError(ValueError):
+    """One field of one row is invalid; carries the reject reason."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_integer(column_name: str, raw_value: Any) -> int:
+    """Parse an integer field that may arrive as a string ("12"), an int or an integral float ("12.0")."""
+    if isinstance(raw_value, bool):
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not a number")
+    try:
+        number = float(str(raw_value).strip())
+    except ValueError:
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not a number") from None
+    if not math.isfinite(number) or not number.is_integer():
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not an integer")
+    return int(number)
+
+
+def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
+    """Parse the 12 feature fields of a raw row (the label, if present, is ignored here)."""
+    features: dict[str, int | str] = {}
+    for index, column in enumerate(NUMERIC_COLUMNS):
+        value = parse_integer(column.name, raw_row[index])
+        if not column.minimum <= value <= column.maximum:
+            raise RowError(
+                RejectReason.OUT_OF_RANGE,
+                f"{column.name}: {value} is outside {column.minimum}..{column.maximum}",
+            )
+        features[column.name] = value
+    wilderness = str(raw_row[len(NUMERIC_COLUMNS)]).strip()
+    if wilderness not in WILDERNESS_AREAS:
+        raise RowError(
+            RejectReason.UNKNOWN_CATEGORY,
+            f"{WILDERNESS_COLUMN}: {wilderness!r} is not one of {', '.join(WILDERNESS_AREAS)}",
+        )
+    features[WILDERNESS_COLUMN] = wilderness
+    soil = str(raw_row[len(NUMERIC_COLUMNS) + 1]).strip()
+    if soil not in SOIL_CODES:
+        raise RowError(RejectReason.UNKNOWN_CATEGORY, f"{SOIL_COLUMN}: {soil!r} is not a known ELU code")
+    features[SOIL_COLUMN] = soil
+    return features
+
+
+def _raw_label(raw_row: Sequence[Any]) -> int | None:
+    """The row's label as an integer, or None when it is not one (rejected later)."""
+    try:
+        return parse_integer(LABEL_COLUMN, raw_row[-1])
+    except RowError:
+        return None
+
+
+def detect_label_scheme(raw_rows: Sequence[Sequence[Any]]) -> LabelScheme:
+    """Decide once for the whole payload whether labels are 1..7 or 0..6.
+
+    A payload is 0-based only if it contains a 0 and no 7; any other payload is
+    taken as the course's 1..7. Deciding per payload, never per row, keeps a
+    lone bad label from being silently shifted into a valid class.
+    """
+    labels = {
+        label for raw_row in raw_rows if len(raw_row) == len(RAW_COLUMNS) and (label := _raw_label(raw_row)) is not None
+    }
+    if 0 in labels and 7 not in labels:
+        return LabelScheme.ZERO_BASED
+    return LabelScheme.ONE_BASED
+
+
+def normalise_label(label: int, scheme: LabelScheme) -> int:
+    """Map a label of the payload's scheme to 1..7, or raise ``RowError``."""
+    normalised = label + 1 if scheme is LabelScheme.ZERO_BASED else label
+    if normalised not in COVER_TYPE_LABELS:
+        raise RowError(
+            RejectReason.UNKNOWN_LABEL,
+            f"{LABEL_COLUMN}: {label} is not a cover type of the payload's {scheme.value} labels",
+        )
+    return normalised
+
+
+def _as_fields(raw_row: Any) -> list[Any] | None:
+    """The row as a list of fields, or None when the payload sent something that is not a row."""
+    if isinstance(raw_row, Sequence) and not isinstance(raw_row, str):
+        return list(raw_row)
+    return None
+
+
+def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
+    """Parse one labelled raw row into a typed record, or raise ``RowError``."""
+    fields = _as_fields(raw_row)
+    if fields is None or len(fields) != len(RAW_COLUMNS):
+        count = "not a list" if fields is None else len(fields)
+        raise RowError(RejectReason.WRONG_FIELD_COUNT, f"expected {len(RAW_COLUMNS)} fields, got {count}")
+    record = parse_features(fields)
+    record[LABEL_COLUMN] = normalise_label(parse_integer(LABEL_COLUMN, fields[-1]), scheme)
+    return record
+
+
+def parse_payload_rows(raw_rows: Sequence[Any]) -> ParsedPayload:
+    """Parse every row of a payload; never raises for a bad row."""
+    scheme = detect_label_scheme([fields for r in raw_rows if (fields := _as_fields(r)) is not None])
+    rows: list[dict[str, int | str]] = []
+    rejected: list[RejectedRow] = []
+    for position, raw_row in enumerate(raw_rows):
+        try:
+            rows.append(parse_row(raw_row, scheme))
+        except RowError as error:
+            fields = _as_fields(raw_row)
+            kept_row = fields if fields is not None else [raw_row]
+            rejected.append(RejectedRow(position, kept_row, error.reason, error.detail))
+    return ParsedPayload(rows=rows, rejected=rejected, label_scheme=scheme)

@@ -1,0 +1,119 @@
+"""Parsing of data API payloads: every reject reason, label normalisation, no good row lost."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from covertype.parsing import LabelScheme, RejectReason, parse_payload_rows
+from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
+
+GOOD_ROW = ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"]
+
+
+def with_field(column: str, value: str, row: list[str] = GOOD_ROW) -> list[str]:
+    changed = list(row)
+    changed[RAW_COLUMNS.index(column)] = value
+    return changed
+
+
+def test_good_row_is_typed() -> None:
+    parsed = parse_payload_rows([GOOD_ROW])
+    assert parsed.rejected == []
+    assert parsed.rows == [
+        {
+            "Elevation": 2596,
+            "Aspect": 51,
+            "Slope": 3,
+            "Horizontal_Distance_To_Hydrology": 258,
+            "Vertical_Distance_To_Hydrology": 0,
+            "Horizontal_Distance_To_Roadways": 510,
+            "Hillshade_9am": 221,
+            "Hillshade_Noon": 232,
+            "Hillshade_3pm": 148,
+            "Horizontal_Distance_To_Fire_Points": 6279,
+            "Wilderness_Area": "Rawah",
+            "Soil_Type": "C7745",
+            "Cover_Type": 5,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "reason", "detail_part"),
+    [
+        (GOOD_ROW[:-1], RejectReason.WRONG_FIELD_COUNT, "got 12"),
+        ([*GOOD_ROW, "x"], RejectReason.WRONG_FIELD_COUNT, "got 14"),
+        ("not a row", RejectReason.WRONG_FIELD_COUNT, "not a list"),
+        (with_field("Slope", "steep"), RejectReason.NON_NUMERIC, "Slope"),
+        (with_field("Elevation", "2596.5"), RejectReason.NON_NUMERIC, "not an integer"),
+        (with_field("Elevation", "nan"), RejectReason.NON_NUMERIC, "Elevation"),
+        (with_field("Hillshade_9am", "256"), RejectReason.OUT_OF_RANGE, "Hillshade_9am: 256 is outside 0..255"),
+        (with_field("Aspect", "-1"), RejectReason.OUT_OF_RANGE, "Aspect"),
+        (with_field("Wilderness_Area", "Comanche"), RejectReason.UNKNOWN_CATEGORY, "Wilderness_Area"),
+        (with_field("Soil_Type", "C9999"), RejectReason.UNKNOWN_CATEGORY, "Soil_Type: 'C9999'"),
+        (with_field("Cover_Type", "8"), RejectReason.UNKNOWN_LABEL, "Cover_Type: 8"),
+        (with_field("Cover_Type", "abc"), RejectReason.NON_NUMERIC, "Cover_Type"),
+    ],
+)
+def test_every_reject_reason_keeps_row_position_and_the_good_rows(
+    bad_row: list[str], reason: RejectReason, detail_part: str
+) -> None:
+    parsed = parse_payload_rows([GOOD_ROW, bad_row, GOOD_ROW])
+    assert len(parsed.rows) == 2
+    [rejected] = parsed.rejected
+    assert rejected.position == 1
+    assert rejected.reason is reason
+    assert detail_part in rejected.detail
+    assert rejected.row == (list(bad_row) if isinstance(bad_row, list) else [bad_row])
+
+
+def test_integral_float_strings_and_whitespace_are_accepted() -> None:
+    row = with_field("Elevation", " 2596.0 ")
+    assert parse_payload_rows([row]).rows[0]["Elevation"] == 2596
+
+
+def test_one_based_labels_stay() -> None:
+    rows = [with_field("Cover_Type", str(label)) for label in range(1, 8)]
+    parsed = parse_payload_rows(rows)
+    assert parsed.label_scheme is LabelScheme.ONE_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == list(range(1, 8))
+
+
+def test_zero_based_labels_are_shifted_once_per_payload() -> None:
+    rows = [with_field("Cover_Type", str(label)) for label in range(7)]
+    parsed = parse_payload_rows(rows)
+    assert parsed.label_scheme is LabelScheme.ZERO_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == list(range(1, 8))
+    assert parsed.rejected == []
+
+
+def test_a_payload_with_both_0_and_7_is_one_based_and_rejects_the_0() -> None:
+    rows = [with_field("Cover_Type", "0"), with_field("Cover_Type", "7")]
+    parsed = parse_payload_rows(rows)
+    assert parsed.label_scheme is LabelScheme.ONE_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == [7]
+    assert [(r.position, r.reason) for r in parsed.rejected] == [(0, RejectReason.UNKNOWN_LABEL)]
+
+
+def test_zero_based_payload_rejects_label_7_instead_of_guessing() -> None:
+    # 0 present, no 7: zero-based; a 6 maps to 7 and a stray -1 is refused, not shifted to 0.
+    rows = [with_field("Cover_Type", "0"), with_field("Cover_Type", "6"), with_field("Cover_Type", "-1")]
+    parsed = parse_payload_rows(rows)
+    assert parsed.label_scheme is LabelScheme.ZERO_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == [1, 7]
+    assert [r.reason for r in parsed.rejected] == [RejectReason.UNKNOWN_LABEL]
+
+
+def test_the_whole_shared_dataset_parses_without_rejects(covertype_csv: Path) -> None:
+    with covertype_csv.open(newline="") as handle:
+        reader = csv.reader(handle)
+        assert tuple(next(reader)) == RAW_COLUMNS
+        raw_rows = list(reader)
+    parsed = parse_payload_rows(raw_rows)
+    assert parsed.rejected == []
+    assert len(parsed.rows) == 15120
+    assert set(parsed.rows[0]) == {*FEATURE_COLUMNS, LABEL_COLUMN}
+    assert {row[LABEL_COLUMN] for row in parsed.rows} == set(range(1, 8))
