@@ -1,0 +1,73 @@
+"""``covertype.data_api_client`` against the replica served by a real uvicorn on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+
+from covertype.data_api_client import (
+    BadGroup,
+    CollectionComplete,
+    DataApiClient,
+    DataBatch,
+    ServiceUnavailable,
+)
+from covertype.parsing import parse_payload_rows
+from tests.data_api.replica import PORTION_SIZE, free_loopback_port, serve_in_thread
+
+
+@pytest.fixture
+def replica_url(build_app: Callable[..., FastAPI]) -> Iterator[str]:
+    """The replica with groups 1..3 only, so that the client can send a group the server refuses."""
+    with serve_in_thread(build_app(data_api_groups=3)) as base_url:
+        yield base_url
+
+
+def test_fetch_batch_returns_a_typed_portion_of_clean_rows(replica_url: str) -> None:
+    with DataApiClient(replica_url, timeout_s=10) as client:
+        batch = client.fetch_batch(2)
+        assert isinstance(batch, DataBatch)
+        assert (batch.group_number, batch.batch_number, len(batch.data)) == (2, 1, PORTION_SIZE)
+        assert parse_payload_rows(batch.data).rejected == []
+        assert client.fetch_batch(2).batch_number == 2
+        assert client.status()["dataset"]["rows"] == 15_120
+
+
+def test_after_the_last_batch_the_client_raises_collection_complete(replica_url: str) -> None:
+    with DataApiClient(replica_url, timeout_s=10) as client:
+        assert [client.fetch_batch(1).batch_number for _ in range(10)] == list(range(1, 11))
+        with pytest.raises(CollectionComplete, match="group 1 has received every batch"):
+            client.fetch_batch(1)
+        client.restart(1)
+        assert client.fetch_batch(1).batch_number == 1
+
+
+def test_a_group_the_server_refuses_raises_bad_group(replica_url: str) -> None:
+    with DataApiClient(replica_url, timeout_s=10) as client, pytest.raises(BadGroup, match="not a valid group"):
+        client.fetch_batch(5)  # inside the client's 1..10, outside this replica's 1..3: the server says no
+
+
+def test_a_group_outside_1_to_10_is_refused_before_any_request(replica_url: str) -> None:
+    with DataApiClient(replica_url, timeout_s=10) as client:
+        with pytest.raises(BadGroup, match=r"outside 1\.\.10"):
+            client.fetch_batch(11)
+        assert client.status()["groups"] == []
+
+
+def test_a_closed_port_raises_service_unavailable() -> None:
+    with (
+        DataApiClient(f"http://127.0.0.1:{free_loopback_port()}", timeout_s=5) as client,
+        pytest.raises(ServiceUnavailable, match="unreachable"),
+    ):
+        client.fetch_batch(1)
+
+
+def test_a_5xx_answer_raises_service_unavailable(replica_url: str, tmp_path: Path) -> None:
+    with DataApiClient(replica_url, timeout_s=10) as client:
+        client.fetch_batch(1)
+        (tmp_path / "state" / "state.sqlite3").write_bytes(b"not a database" * 100)
+        with pytest.raises(ServiceUnavailable, match="answered 503"):
+            client.fetch_batch(1)
