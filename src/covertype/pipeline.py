@@ -1,0 +1,150 @@
+"""The steps of the ``covertype_pipeline`` DAG, as plain functions (the DAG only calls them).
+
+fetch -> store -> train and log -> register and promote. Each step takes the
+settings and ids it needs and returns a small JSON-able dict (it becomes the
+task's XCom), and logs one line that says what it did. The only network call
+to the data API is in ``fetch_batch``: one request per DAG run.
+
+Idempotency: ``store_batch`` writes nothing if the DAG run's fetch is already
+stored (a retried or re-run task); training and registration create a new
+MLflow run and model version on each attempt, which is how MLflow records
+retries, and never touch the data DB.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from covertype import store, tracking, training
+from covertype.data_api_client import DataApiClient
+from covertype.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _configure_mlflow(settings: Settings) -> None:
+    uri = settings.resolved_mlflow_tracking_uri
+    tracking.configure(uri, settings.mlflow_experiment_name, tracking.local_artifact_location(uri, settings.data_dir))
+
+
+def fetch_batch(settings: Settings, group_number: int) -> dict[str, Any]:
+    """One ``GET /data`` request; returns the payload with its group, batch number and fetch time.
+
+    Raises the client's typed errors (``CollectionComplete``, ``BadGroup``,
+    ``ServiceUnavailable``, ``UnexpectedResponse``) for the DAG to map to
+    skip / fail / retry.
+    """
+    with DataApiClient(str(settings.data_api_url), timeout_s=settings.data_api_timeout_s) as client:
+        batch = client.fetch_batch(group_number)
+    fetched = {
+        "group_number": batch.group_number,
+        "batch_number": batch.batch_number,
+        "fetched_at": datetime.now(UTC).isoformat(),
+        "payload_sha256": store.payload_sha256(batch.data),
+        "rows": batch.data,
+    }
+    log.info(
+        "fetched group %s batch %s: %s rows (payload sha256 %s) from %s",
+        batch.group_number,
+        batch.batch_number,
+        len(batch.data),
+        fetched["payload_sha256"][:12],
+        settings.data_api_url,
+    )
+    return fetched
+
+
+def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts."""
+    engine = store.make_engine(settings.resolved_data_db_url)
+    try:
+        store.init_schema(engine)
+        summary = store.append_fetch(
+            engine,
+            dag_run_id=dag_run_id,
+            group_number=int(fetched["group_number"]),
+            batch_number=int(fetched["batch_number"]),
+            raw_rows=fetched["rows"],
+            fetched_at=datetime.fromisoformat(fetched["fetched_at"]),
+        )
+        total = store.count_observations(engine)
+        batches = store.batches_seen(engine)
+    finally:
+        engine.dispose()
+    result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
+    log.info(
+        "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "
+        "observations from batches %s",
+        "already stored" if summary.already_stored else "stored",
+        summary.batch_number,
+        summary.rows_received,
+        summary.rows_stored,
+        summary.rows_duplicate,
+        summary.rows_rejected,
+        f" {summary.rejected_by_reason}" if summary.rejected_by_reason else "",
+        total,
+        batches,
+    )
+    return result
+
+
+def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
+    """Train on every clean observation stored so far and log the MLflow run; returns its summary."""
+    engine = store.make_engine(settings.resolved_data_db_url)
+    try:
+        store.init_schema(engine)
+        frame = store.load_observations(engine)
+        batches = store.batches_seen(engine)
+    finally:
+        engine.dispose()
+    config = training.TrainingConfig.named(settings.training_profile)
+    log.info("training (%s profile) on %s observations from batches %s", config.profile, len(frame), batches)
+    outcome = training.train(frame, config)
+    _configure_mlflow(settings)
+    trained = tracking.log_training(outcome, dag_run_id=dag_run_id, batch_numbers=batches)
+    log.info(
+        "trained %s on %s rows (%s for evaluation): macro-F1 %.4f, accuracy %.4f, %.1f MB, %s trees, %.1f s; "
+        "MLflow run %s",
+        trained.best_candidate,
+        trained.rows_train,
+        trained.rows_eval,
+        trained.macro_f1,
+        trained.accuracy,
+        trained.model_mb,
+        trained.n_trees,
+        trained.train_seconds,
+        trained.run_id,
+    )
+    return trained.as_dict()
+
+
+def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
+    """Register the trained model and move the production alias if it beats or ties the current one."""
+    engine = store.make_engine(settings.resolved_data_db_url)
+    try:
+        frame = store.load_observations(engine)
+    finally:
+        engine.dispose()
+    config = training.TrainingConfig.named(settings.training_profile)
+    evaluation = training.evaluation_rows(frame, config)
+    _configure_mlflow(settings)
+    result = tracking.register_and_promote(
+        tracking.TrainedRun(**trained),
+        evaluation,
+        model_name=settings.model_name,
+        alias=settings.model_alias,
+    )
+    log.info(
+        "%s version %s %s (%s): challenger macro-F1 %.4f, production before %s; %s now serves version %s",
+        result.model_name,
+        result.version,
+        "PROMOTED" if result.promoted else "not promoted",
+        result.reason,
+        result.challenger_macro_f1,
+        "none" if result.champion_macro_f1 is None else f"{result.champion_macro_f1:.4f} (v{result.champion_version})",
+        result.alias,
+        result.production_version,
+    )
+    return result.as_dict()

@@ -1,0 +1,351 @@
+"""MLflow: log a training run (parent + one nested run per candidate), register it, and decide promotion.
+
+- The parent run holds the chosen model (``mlflow.sklearn``, signature, input
+  example, skops trusted types), its evaluation metrics (``macro_f1``,
+  ``accuracy``, ``recall_<k>``, ``rows_used``, ``batches_seen``), the
+  confusion matrix image, the training and evaluation data (``log_input``)
+  and the tags ``dag_run_id`` and ``batch_numbers``.
+- Each candidate of the search is a nested run with its validation metrics
+  and confusion matrix.
+- ``register_and_promote`` registers the model as ``covertype`` and moves
+  the alias ``production`` to it only when its macro-F1 on the *current*
+  evaluation set beats or ties the current production version's on the same
+  rows (both models are loaded from the registry and scored here). The
+  decision and both scores go to the training run (metrics and tags) and to
+  the new model version (tags). Aliases, not the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+import mlflow
+from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
+from covertype.training import (
+    SKOPS_TRUSTED_TYPES,
+    TrainingOutcome,
+    confusion_figure,
+    features_of,
+    score,
+)
+from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+# Equal scores on the same rows are a tie: the challenger wins ties (newer data).
+TIE_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What the training task hands to the registration task (JSON-able via ``as_dict``)."""
+
+    run_id: str
+    dag_run_id: str
+    model_uri: str
+    best_candidate: str
+    macro_f1: float
+    accuracy: float
+    rows_used: int
+    rows_train: int
+    rows_eval: int
+    batches_seen: int
+    batch_numbers: list[int]
+    model_mb: float
+    n_trees: int
+    train_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether the challenger takes the alias, and why."""
+
+    promote: bool
+    reason: str
+    challenger_macro_f1: float
+    champion_macro_f1: float | None
+    champion_version: str | None
+
+
+def decide_promotion(
+    challenger_macro_f1: float, champion_macro_f1: float | None, champion_version: str | None = None
+) -> PromotionDecision:
+    """Promote when there is no champion, or the challenger beats or ties it on the same rows."""
+    if champion_macro_f1 is None:
+        return PromotionDecision(True, "no_production_model", challenger_macro_f1, None, champion_version)
+    if math.isnan(challenger_macro_f1):
+        return PromotionDecision(False, "challenger_unscored", challenger_macro_f1, champion_macro_f1, champion_version)
+    if challenger_macro_f1 > champion_macro_f1 + TIE_TOLERANCE:
+        reason = "challenger_better"
+    elif challenger_macro_f1 >= champion_macro_f1 - TIE_TOLERANCE:
+        reason = "tie"
+    else:
+        return PromotionDecision(False, "champion_better", challenger_macro_f1, champion_macro_f1, champion_version)
+    return PromotionDecision(True, reason, challenger_macro_f1, champion_macro_f1, champion_version)
+
+
+def configure(tracking_uri: str, experiment_name: str, artifact_location: str | None = None) -> None:
+    """Point the MLflow client at the tracking server (or local store) and the experiment.
+
+    ``artifact_location`` is used only when the experiment does not exist yet:
+    with a local store it keeps artifacts beside the store instead of in the
+    working directory (a tracking server decides that itself).
+    """
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if artifact_location and mlflow.get_experiment_by_name(experiment_name) is None:
+        mlflow.create_experiment(experiment_name, artifact_location=artifact_location)
+    mlflow.set_experiment(experiment_name)
+
+
+def local_artifact_location(tracking_uri: str, data_dir: Path) -> str | None:
+    """Where a local (SQLite or file) store keeps artifacts: under ``data_dir``; None for a server."""
+    if tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (data_dir / "mlartifacts").resolve().as_uri()
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements of the model, given explicitly (inferring them loads the model in a subprocess)."""
+    packages = ("scikit-learn", "skops", "numpy", "pandas", "mlflow-skinny")
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={installed_version(package)}")
+        except Exception:
+            log.debug("package %s not installed: not pinned in the model's requirements", package)
+    return pins
+
+
+@contextmanager
+def _integer_hint_silenced() -> Iterator[None]:
+    """MLflow warns that integer columns cannot hold missing values; ours are integers by contract."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
+        yield
+
+
+def _dataset_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[:, [*FEATURE_COLUMNS, LABEL_COLUMN, "row_hash"]].reset_index(drop=True)
+
+
+def log_training(
+    outcome: TrainingOutcome,
+    *,
+    dag_run_id: str,
+    batch_numbers: list[int],
+    extra_tags: dict[str, str] | None = None,
+) -> TrainedRun:
+    """Log the parent run, one nested run per candidate, and the chosen model; return the run's summary."""
+
+    split = outcome.split
+    rows_used = len(split.train) + len(split.evaluation)
+    batch_tag = ",".join(str(number) for number in sorted(batch_numbers))
+    common = {"rows_used": rows_used, "batches_seen": len(batch_numbers)}
+    tags = {"dag_run_id": dag_run_id, "batch_numbers": batch_tag, "training_profile": outcome.config.profile}
+    tags.update(extra_tags or {})
+    with mlflow.start_run(run_name=f"train {dag_run_id}", tags=tags) as parent:
+        mlflow.log_params(
+            {
+                "profile": outcome.config.profile,
+                "eval_fraction": outcome.config.eval_fraction,
+                "validation_fraction": outcome.config.validation_fraction,
+                "n_estimators": outcome.config.n_estimators,
+                "max_model_mb": outcome.config.max_model_mb,
+                "candidates": ",".join(c.name for c in outcome.config.candidates),
+                "best_candidate": outcome.best.name,
+                "best_family": outcome.best.family,
+                **{f"best_{key}": value for key, value in outcome.best.params.items()},
+            }
+        )
+        for result in outcome.candidates:
+            with mlflow.start_run(run_name=result.candidate.name, nested=True, tags=tags):
+                mlflow.log_params({"family": result.candidate.family, **result.candidate.params})
+                mlflow.log_metrics(
+                    {
+                        **result.scores.as_metrics(),
+                        **common,
+                        "rows_fit": len(split.fit) if not split.fit.empty else len(split.train),
+                        "rows_validation": result.scores.rows,
+                        "fit_seconds": result.fit_seconds,
+                    }
+                )
+                figure = confusion_figure(result.scores, f"{result.candidate.name} (validation)")
+                mlflow.log_figure(figure, "confusion_matrix.png")
+                plt.close(figure)
+        mlflow.log_metrics(
+            {
+                **outcome.evaluation.as_metrics(),
+                **common,
+                "rows_train": len(split.train),
+                "rows_eval": len(split.evaluation),
+                "model_mb": outcome.model_mb,
+                "n_trees": outcome.n_trees,
+                "train_seconds": outcome.train_seconds,
+            }
+        )
+        figure = confusion_figure(outcome.evaluation, f"{outcome.best.name} (evaluation set)")
+        mlflow.log_figure(figure, "confusion_matrix.png")
+        plt.close(figure)
+        with _integer_hint_silenced():
+            mlflow.log_input(
+                mlflow.data.from_pandas(_dataset_frame(split.train), targets=LABEL_COLUMN, name="covertype-train"),
+                context="training",
+            )
+            mlflow.log_input(
+                mlflow.data.from_pandas(_dataset_frame(split.evaluation), targets=LABEL_COLUMN, name="covertype-eval"),
+                context="evaluation",
+            )
+        example = features_of(split.train.head(5)).reset_index(drop=True)
+        with _integer_hint_silenced():
+            model_info = mlflow.sklearn.log_model(
+                outcome.model,
+                name="model",
+                signature=infer_signature(example, outcome.model.predict(example)),
+                input_example=example,
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                pip_requirements=_pip_requirements(),
+            )
+        run_id = parent.info.run_id
+    log.info(
+        "logged MLflow run %s (model %s): macro-F1 %.4f", run_id, model_info.model_uri, outcome.evaluation.macro_f1
+    )
+    return TrainedRun(
+        run_id=run_id,
+        dag_run_id=dag_run_id,
+        model_uri=model_info.model_uri,
+        best_candidate=outcome.best.name,
+        macro_f1=outcome.evaluation.macro_f1,
+        accuracy=outcome.evaluation.accuracy,
+        rows_used=rows_used,
+        rows_train=len(split.train),
+        rows_eval=len(split.evaluation),
+        batches_seen=len(batch_numbers),
+        batch_numbers=sorted(batch_numbers),
+        model_mb=outcome.model_mb,
+        n_trees=outcome.n_trees,
+        train_seconds=outcome.train_seconds,
+    )
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """The registered version and what happened to the alias (JSON-able via ``as_dict``)."""
+
+    model_name: str
+    version: str
+    alias: str
+    promoted: bool
+    reason: str
+    challenger_macro_f1: float
+    champion_macro_f1: float | None
+    champion_version: str | None
+    production_version: str
+    eval_rows: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _current_alias_version(client: Any, model_name: str, alias: str) -> str | None:
+    """The version holding the alias, or None when the model or the alias does not exist yet."""
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException as error:
+        missing = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+        if error.error_code in missing:
+            return None
+        raise
+
+
+def _macro_f1_of_version(model_name: str, version: str, evaluation: pd.DataFrame) -> float:
+
+    model = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    return score(model, evaluation).macro_f1
+
+
+def register_and_promote(
+    trained: TrainedRun,
+    evaluation: pd.DataFrame,
+    *,
+    model_name: str,
+    alias: str,
+) -> PromotionResult:
+    """Register the run's model and move ``alias`` to it if it beats or ties the alias holder on ``evaluation``."""
+
+    client = MlflowClient()
+    champion_version = _current_alias_version(client, model_name, alias)
+    registered = mlflow.register_model(
+        trained.model_uri,
+        model_name,
+        tags={"dag_run_id": trained.dag_run_id, "run_id": trained.run_id},
+    )
+    version = str(registered.version)
+    challenger_f1 = _macro_f1_of_version(model_name, version, evaluation)
+    champion_f1 = None if champion_version is None else _macro_f1_of_version(model_name, champion_version, evaluation)
+    decision = decide_promotion(challenger_f1, champion_f1, champion_version)
+    if decision.promote:
+        client.set_registered_model_alias(model_name, alias, version)
+    production_version = version if decision.promote else str(champion_version)
+
+    version_tags = {
+        "promotion_decision": "promoted" if decision.promote else "kept_previous",
+        "promotion_reason": decision.reason,
+        "challenger_macro_f1": f"{challenger_f1:.6f}",
+        "champion_macro_f1": "" if champion_f1 is None else f"{champion_f1:.6f}",
+        "champion_version": champion_version or "",
+        "eval_rows": str(len(evaluation)),
+        "run_id": trained.run_id,
+        "batch_numbers": ",".join(str(n) for n in trained.batch_numbers),
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.set_tag(trained.run_id, "promotion_decision", version_tags["promotion_decision"])
+    client.set_tag(trained.run_id, "promotion_reason", decision.reason)
+    client.set_tag(trained.run_id, "registered_version", version)
+    client.set_tag(trained.run_id, "champion_version", champion_version or "")
+    client.log_metric(trained.run_id, "challenger_macro_f1", challenger_f1)
+    if champion_f1 is not None:
+        client.log_metric(trained.run_id, "champion_macro_f1", champion_f1)
+    client.log_metric(trained.run_id, "promoted", 1.0 if decision.promote else 0.0)
+    log.info(
+        "registered %s version %s: challenger macro-F1 %.4f vs production %s (version %s) on %s evaluation rows: %s",
+        model_name,
+        version,
+        challenger_f1,
+        "none" if champion_f1 is None else f"{champion_f1:.4f}",
+        champion_version or "-",
+        len(evaluation),
+        f"alias {alias} -> version {version}" if decision.promote else f"alias {alias} stays on {champion_version}",
+    )
+    return PromotionResult(
+        model_name=model_name,
+        version=version,
+        alias=alias,
+        promoted=decision.promote,
+        reason=decision.reason,
+        challenger_macro_f1=challenger_f1,
+        champion_macro_f1=champion_f1,
+        champion_version=champion_version,
+        production_version=production_version,
+        eval_rows=len(evaluation),
+    )

@@ -1,0 +1,404 @@
+"""Training: the stable split, the candidate models, their search and their metrics.
+
+No MLflow here (``covertype.tracking`` logs what this module computes), so
+the same functions serve the DAG, the benchmark and the tests.
+
+- **Split.** Whether an observation is in the evaluation set depends only on
+  its row hash (``is_evaluation``), so as data grows the evaluation set only
+  gains rows and the champion and the challenger are always scored on the
+  same rows. A second, independent slice of the hash picks the *validation*
+  rows inside the training part, on which the candidates are compared; the
+  chosen candidate is then refitted on the whole training part and scored once
+  on the evaluation set.
+- **Candidates.** Tree ensembles of scikit-learn behind the domain features
+  (``covertype.features``): on 1-15 thousand rows of this dataset extremely
+  randomised trees lead, random forests follow; gradient boosting was slower
+  to train on two cores and no better at these sizes (docs/pipeline.md).
+- **Size budget.** A fully grown extra-trees forest on 12 thousand rows takes
+  ~1 MB per tree (a default 300-tree forest would be ~300 MB). The final
+  forest grows only as many trees as fit ``max_model_mb`` (measured on a few
+  probe trees), which also bounds single-row latency and training time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import skops.io
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.pipeline import Pipeline
+
+from covertype.estimators import AllCoverTypes
+from covertype.features import DomainFeatures
+from covertype.schema import COVER_TYPE_LABELS, COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
+
+log = logging.getLogger(__name__)
+
+# Types in a saved model that skops does not trust by default; passed as
+# ``skops_trusted_types`` at log time so that loading needs nothing more.
+SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
+    "covertype.features.DomainFeatures",
+    "covertype.estimators.AllCoverTypes",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.link.Interval",
+)
+
+_HASH_SLICE = 15  # hex digits per independent uniform draw taken from a row hash
+_HASH_SCALE = float(16**_HASH_SLICE)
+
+
+class NotEnoughData(ValueError):
+    """Too few clean observations to train and evaluate a model."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: a model family and its hyper-parameters."""
+
+    name: str
+    family: Literal["extra_trees", "random_forest"]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that controls a training run; ``fast()`` keeps tests quick on the same code path."""
+
+    eval_fraction: float = 0.2
+    validation_fraction: float = 0.2
+    n_estimators: int = 200
+    # Trees per candidate during the search: enough to rank them, cheaper than the final fit.
+    search_n_estimators: int = 60
+    candidates: tuple[Candidate, ...] = (
+        Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),
+        Candidate("extra_trees_0.3", "extra_trees", {"max_features": 0.3}),
+        Candidate("random_forest_sqrt", "random_forest", {"max_features": "sqrt"}),
+    )
+    max_model_mb: float = 45.0
+    min_rows: int = 20
+    n_jobs: int = 2
+    random_state: int = 0
+    profile: str = "full"
+
+    @classmethod
+    def full(cls) -> TrainingConfig:
+        """The configuration of the DAG and the benchmark."""
+        return cls()
+
+    @classmethod
+    def fast(cls) -> TrainingConfig:
+        """Small forests and two candidates: the test suite's configuration (same code path)."""
+        return cls(
+            n_estimators=12,
+            search_n_estimators=8,
+            candidates=(
+                Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),
+                Candidate("random_forest_sqrt", "random_forest", {"max_features": "sqrt"}),
+            ),
+            max_model_mb=10.0,
+            n_jobs=1,
+            profile="fast",
+        )
+
+    @classmethod
+    def named(cls, profile: str) -> TrainingConfig:
+        """``full`` or ``fast`` (the ``TRAINING_PROFILE`` setting)."""
+        factories: dict[str, Callable[[], TrainingConfig]] = {"full": cls.full, "fast": cls.fast}
+        if profile not in factories:
+            raise ValueError(f"unknown training profile {profile!r}; expected one of {sorted(factories)}")
+        return factories[profile]()
+
+
+# --------------------------------------------------------------------------- split
+
+
+def _hash_fraction(row_hash: str, part: int) -> float:
+    """A uniform number in [0, 1) read from the ``part``-th slice of a hex row hash."""
+    start = part * _HASH_SLICE
+    return int(row_hash[start : start + _HASH_SLICE], 16) / _HASH_SCALE
+
+
+def is_evaluation(row_hash: str, eval_fraction: float) -> bool:
+    """Whether an observation belongs to the evaluation set: a function of its hash alone."""
+    return _hash_fraction(row_hash, 0) < eval_fraction
+
+
+def is_validation(row_hash: str, validation_fraction: float) -> bool:
+    """Whether a training observation is held out to compare candidates (an independent hash slice)."""
+    return _hash_fraction(row_hash, 1) < validation_fraction
+
+
+@dataclass(frozen=True)
+class Split:
+    """The observations divided by hash: ``train`` = ``fit`` + ``validation``, and ``evaluation``."""
+
+    train: pd.DataFrame
+    fit: pd.DataFrame
+    validation: pd.DataFrame
+    evaluation: pd.DataFrame
+
+
+def split_observations(frame: pd.DataFrame, config: TrainingConfig) -> Split:
+    """Split the store's observations (a frame with a ``row_hash`` column) by hash."""
+    hashes = frame["row_hash"]
+    evaluation_mask = hashes.map(lambda h: is_evaluation(h, config.eval_fraction)).to_numpy(dtype=bool)
+    validation_mask = hashes.map(lambda h: is_validation(h, config.validation_fraction)).to_numpy(dtype=bool)
+    train = frame[~evaluation_mask]
+    return Split(
+        train=train,
+        fit=frame[~evaluation_mask & ~validation_mask],
+        validation=frame[~evaluation_mask & validation_mask],
+        evaluation=frame[evaluation_mask],
+    )
+
+
+def evaluation_rows(frame: pd.DataFrame, config: TrainingConfig) -> pd.DataFrame:
+    """Only the evaluation set (what champion and challenger are scored on)."""
+    return split_observations(frame, config).evaluation
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_model(candidate: Candidate, config: TrainingConfig, n_estimators: int | None = None) -> Pipeline:
+    """The sklearn Pipeline of one candidate: raw-format frame -> domain features -> forest."""
+    families: dict[str, type] = {"extra_trees": ExtraTreesClassifier, "random_forest": RandomForestClassifier}
+    forest = families[candidate.family](
+        n_estimators=n_estimators or config.n_estimators,
+        n_jobs=config.n_jobs,
+        random_state=config.random_state,
+        **candidate.params,
+    )
+    return Pipeline([("features", DomainFeatures()), ("classifier", AllCoverTypes(forest))])
+
+
+def features_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's input: the 12 raw-format columns in contract order."""
+    return frame.loc[:, list(FEATURE_COLUMNS)]
+
+
+def labels_of(frame: pd.DataFrame) -> np.ndarray:
+    return frame[LABEL_COLUMN].to_numpy(dtype=np.int64)
+
+
+def serialized_mb(model: Any) -> float:
+    """Size of the model as skops saves it (what the MLflow artifact holds), in MB."""
+    return len(skops.io.dumps(model)) / 1e6
+
+
+def _tree_bytes(estimator: Any) -> int:
+    """Bytes of one fitted tree's arrays (nodes and class values): what dominates the saved size."""
+    state = estimator.tree_.__getstate__()
+    return int(state["nodes"].nbytes + state["values"].nbytes)
+
+
+PROBE_TREES = 10
+
+
+def fit_within_budget(model: Pipeline, frame: pd.DataFrame, config: TrainingConfig) -> tuple[Pipeline, float]:
+    """Fit as many trees (up to ``n_estimators``) as fit ``max_model_mb``; returns (model, saved MB).
+
+    A few probe trees give the size of one tree on this data; the forest is
+    then grown (warm start) to the number that fits, so no time is spent on
+    trees that would be thrown away. If the saved model still exceeds the
+    budget, trailing trees are dropped (trees are independent).
+    """
+    probe = min(PROBE_TREES, config.n_estimators)
+    classifier = model.named_steps["classifier"]
+    classifier.set_params(estimator__n_estimators=probe)
+    model.fit(features_of(frame), labels_of(frame))
+    forest = classifier.estimator_
+    per_tree = sum(_tree_bytes(tree) for tree in forest.estimators_) / len(forest.estimators_)
+    affordable = int(config.max_model_mb * 1e6 * 0.95 / max(per_tree, 1.0))
+    target = max(probe, min(config.n_estimators, affordable))
+    if target > probe:
+        forest.set_params(n_estimators=target, warm_start=True)
+        forest.fit(model.named_steps["features"].transform(features_of(frame)), labels_of(frame))
+        forest.set_params(warm_start=False)
+    classifier.set_params(estimator__n_estimators=target)
+    size_mb = serialized_mb(model)
+    if size_mb > config.max_model_mb and len(forest.estimators_) > 1:
+        kept = max(1, int(len(forest.estimators_) * config.max_model_mb / size_mb * 0.97))
+        forest.estimators_ = forest.estimators_[:kept]
+        forest.n_estimators = kept
+        size_mb = serialized_mb(model)
+    if target < config.n_estimators:
+        log.info(
+            "%.2f MB per tree on %s rows: %s of %s trees fit the %.0f MB budget",
+            per_tree / 1e6,
+            len(frame),
+            len(forest.estimators_),
+            config.n_estimators,
+            config.max_model_mb,
+        )
+    return model, size_mb
+
+
+def single_thread_for_serving(model: Pipeline) -> Pipeline:
+    """Predict on one thread: for one row, joblib threads cost more than they save (and the service is threaded)."""
+    forest = model.named_steps["classifier"].estimator_
+    forest.n_jobs = 1
+    return model
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Metrics of one model on one labelled set."""
+
+    macro_f1: float
+    accuracy: float
+    recall: dict[int, float]
+    confusion: np.ndarray
+    rows: int
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat MLflow metrics: ``macro_f1``, ``accuracy``, ``recall_<k>`` (k = 1..7)."""
+        metrics = {f"{prefix}macro_f1": self.macro_f1, f"{prefix}accuracy": self.accuracy}
+        metrics.update({f"{prefix}recall_{label}": value for label, value in self.recall.items()})
+        return metrics
+
+
+def score(model: Any, frame: pd.DataFrame) -> Scores:
+    """Accuracy, macro-F1 over the 7 cover types, per-class recall and the confusion matrix."""
+    if frame.empty:
+        raise NotEnoughData("cannot score a model on an empty set")
+    truth = labels_of(frame)
+    predicted = np.asarray(model.predict(features_of(frame)), dtype=np.int64)
+    labels = list(COVER_TYPE_LABELS)
+    present = sorted(set(truth.tolist()))
+    recalls = recall_score(truth, predicted, labels=labels, average=None, zero_division=0)
+    return Scores(
+        # Macro-F1 over the classes present in the set, so a class that has
+        # not been collected yet does not count as a zero.
+        macro_f1=float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
+        accuracy=float(accuracy_score(truth, predicted)),
+        recall=dict(zip(labels, (float(r) for r in recalls), strict=True)),
+        confusion=confusion_matrix(truth, predicted, labels=labels),
+        rows=len(frame),
+    )
+
+
+def confusion_figure(scores: Scores, title: str) -> Any:
+    """A matplotlib figure of the confusion matrix (rows: true cover type, columns: predicted)."""
+    import matplotlib  # noqa: PLC0415 - plotting only when a run is logged
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # noqa: PLC0415 - after choosing the headless backend
+
+    figure, axes = plt.subplots(figsize=(7, 6))
+    image = axes.imshow(scores.confusion, cmap="Blues")
+    names = [f"{k} {COVER_TYPE_NAMES[k]}" for k in COVER_TYPE_LABELS]
+    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(f"{title}\nmacro-F1 {scores.macro_f1:.3f}, accuracy {scores.accuracy:.3f}, {scores.rows} rows")
+    threshold = scores.confusion.max() / 2 if scores.confusion.size else 0
+    for (row, column), value in np.ndenumerate(scores.confusion):
+        color = "white" if value > threshold else "black"
+        axes.text(column, row, str(value), ha="center", va="center", color=color, fontsize=8)
+    figure.colorbar(image, ax=axes)
+    figure.tight_layout()
+    return figure
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class CandidateResult:
+    """One candidate fitted on the fit part and scored on the validation part."""
+
+    candidate: Candidate
+    scores: Scores
+    fit_seconds: float
+    model: Pipeline
+
+
+@dataclass
+class TrainingOutcome:
+    """The search's results and the chosen model, refitted on the training part and scored on evaluation."""
+
+    config: TrainingConfig
+    split: Split
+    candidates: list[CandidateResult]
+    best: Candidate
+    model: Pipeline
+    evaluation: Scores
+    model_mb: float
+    train_seconds: float
+    n_trees: int
+
+
+def _check_enough(split: Split, config: TrainingConfig) -> None:
+    total = len(split.train) + len(split.evaluation)
+    if total < config.min_rows or split.train.empty or split.evaluation.empty:
+        raise NotEnoughData(
+            f"{total} clean observations ({len(split.train)} training, {len(split.evaluation)} evaluation): "
+            f"need at least {config.min_rows} with both sets non-empty"
+        )
+
+
+def search_candidates(split: Split, config: TrainingConfig) -> list[CandidateResult]:
+    """Fit each candidate on the fit part and score it on the validation part.
+
+    With no validation rows (tiny data), every candidate is scored on the
+    training part itself, which still ranks them and keeps the run going.
+    """
+    fit_part = split.fit if not split.fit.empty else split.train
+    validation = split.validation if not split.validation.empty else split.train
+    results = []
+    for candidate in config.candidates:
+        started = time.perf_counter()
+        model = build_model(candidate, config, config.search_n_estimators)
+        model.fit(features_of(fit_part), labels_of(fit_part))
+        elapsed = time.perf_counter() - started
+        scores = score(model, validation)
+        log.info("candidate %s: validation macro-F1 %.4f (%s rows, fitted on %s in %.1f s)",
+                 candidate.name, scores.macro_f1, scores.rows, len(fit_part), elapsed)  # fmt: skip
+        results.append(CandidateResult(candidate, scores, elapsed, model))
+    return results
+
+
+def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingOutcome:
+    """The whole training step: split, search, refit the best on the training part, score on evaluation."""
+    started = time.perf_counter()
+    split = split_observations(frame, config)
+    _check_enough(split, config)
+    results = search_candidates(split, config)
+    best = max(results, key=lambda result: result.scores.macro_f1).candidate
+    model, size_mb = fit_within_budget(build_model(best, config), split.train, config)
+    model = single_thread_for_serving(model)
+    evaluation = score(model, split.evaluation)
+    elapsed = time.perf_counter() - started
+    n_trees = len(model.named_steps["classifier"].estimator_.estimators_)
+    log.info("best candidate %s refitted on %s rows: evaluation macro-F1 %.4f on %s rows, %.1f MB, %s trees, %.1f s",
+             best.name, len(split.train), evaluation.macro_f1, evaluation.rows, size_mb, n_trees, elapsed)  # fmt: skip
+    return TrainingOutcome(
+        config=config,
+        split=split,
+        candidates=results,
+        best=best,
+        model=model,
+        evaluation=evaluation,
+        model_mb=size_mb,
+        train_seconds=elapsed,
+        n_trees=n_trees,
+    )

@@ -1,0 +1,165 @@
+"""The real DAG, run with ``dag.test()`` against the replica in-process, SQLite and a local MLflow store.
+
+Ten runs collect the ten batches, the eleventh ends skipped; every run logs a
+model version and ``production`` follows the promotion rule.
+"""
+
+# Airflow is imported inside the tests, after conftest.py has pointed it at a temporary home.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from covertype import pipeline, store, training
+from covertype.settings import Settings
+from data_api.app import create_app
+from tests.data_api.replica import make_settings, serve_in_thread
+from tests.pipeline.conftest import DAGS_FOLDER
+
+pytestmark = pytest.mark.slow
+
+
+def _load_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    return bag.get_dag("covertype_pipeline")
+
+
+def test_dagbag_imports_without_errors(airflow_db: Path) -> None:
+    dag = _load_dag()
+    assert dag is not None
+    assert [task.task_id for task in dag.topological_sort()] == [
+        "fetch",
+        "store",
+        "train_and_log",
+        "register_and_promote",
+    ]
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.params["group_number"] is not None
+
+
+def _task_states(dag_run: Any) -> dict[str, str | None]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return {ti.task_id: ti.state for ti in dag_run.get_task_instances(session=session)}
+
+
+@pytest.fixture
+def pipeline_env(
+    airflow_db: Path, data_dir: Path, covertype_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """The replica on loopback (window 0 s) and the environment the DAG's tasks read."""
+    app = create_app(make_settings(covertype_csv, tmp_path / "replica-state", min_update_time=0, data_api_groups=3))
+    with serve_in_thread(app) as base_url:
+        values = {
+            "DATA_API_URL": base_url,
+            "DATA_DIR": str(data_dir),
+            "DATA_DB_URL": f"sqlite:///{data_dir / 'covertype.db'}",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{data_dir / 'mlflow.db'}",
+            "GROUP_NUMBER": "3",
+            "TRAINING_PROFILE": "fast",
+            "PIPELINE_RETRIES": "0",
+            "PIPELINE_SCHEDULE_SECONDS": "0",
+        }
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        yield Settings()
+
+
+def test_ten_runs_collect_ten_batches_then_skip(pipeline_env: Settings) -> None:
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    from mlflow import MlflowClient
+
+    dag = _load_dag()
+    engine = store.make_engine(pipeline_env.resolved_data_db_url)
+    client = MlflowClient(tracking_uri=pipeline_env.resolved_mlflow_tracking_uri)
+
+    run_ids = []
+    for expected_batch in range(1, 11):
+        dag_run = dag.test()
+        assert dag_run.state == DagRunState.SUCCESS, _task_states(dag_run)
+        assert set(_task_states(dag_run).values()) == {TaskInstanceState.SUCCESS}
+        run_ids.append(dag_run.run_id)
+        assert store.batches_seen(engine) == list(range(1, expected_batch + 1))
+
+    fetches = store.fetches_summary(engine)
+    assert sorted(fetches["dag_run_id"]) == sorted(run_ids)
+    assert sorted(fetches["batch_number"]) == list(range(1, 11))
+    assert set(fetches["group_number"]) == {3}
+    counts_after_ten = store.table_counts(engine)
+
+    # The 11th run: the API says "collection complete"; the run is not failed, its tasks are skipped.
+    eleventh = dag.test()
+    assert eleventh.state == DagRunState.SUCCESS
+    assert set(_task_states(eleventh).values()) == {TaskInstanceState.SKIPPED}
+    assert store.table_counts(engine) == counts_after_ten
+
+    # Each of the ten runs logged an MLflow run and registered one version.
+    versions = sorted(client.search_model_versions(f"name='{pipeline_env.model_name}'"), key=lambda v: int(v.version))
+    assert len(versions) == 10
+    runs_by_dag_run = {client.get_run(v.run_id).data.tags["dag_run_id"]: v for v in versions}
+    assert sorted(runs_by_dag_run) == sorted(run_ids)
+    for version in versions:
+        run = client.get_run(version.run_id)
+        assert {"macro_f1", "accuracy", "rows_used", "batches_seen", *(f"recall_{k}" for k in range(1, 8))} <= set(
+            run.data.metrics
+        )
+        assert run.data.tags["promotion_decision"] in {"promoted", "kept_previous"}
+
+    # production = the last version the rule promoted, and it scores at least as well as the
+    # latest version on today's evaluation set (the rule's promise).
+    promoted = [v for v in versions if v.tags["promotion_decision"] == "promoted"]
+    production = client.get_model_version_by_alias(pipeline_env.model_name, pipeline_env.model_alias)
+    assert production.version == promoted[-1].version
+    for version in versions[1:]:
+        champion = version.tags["champion_macro_f1"]
+        challenger = float(version.tags["challenger_macro_f1"])
+        assert (version.tags["promotion_decision"] == "promoted") == (challenger >= float(champion))
+    evaluation = training.evaluation_rows(store.load_observations(engine), training.TrainingConfig.fast())
+    import mlflow
+
+    mlflow.set_tracking_uri(pipeline_env.resolved_mlflow_tracking_uri)
+
+    def eval_f1(version: str) -> float:
+        model = mlflow.sklearn.load_model(f"models:/{pipeline_env.model_name}/{version}")
+        return training.score(model, evaluation).macro_f1
+
+    assert eval_f1(production.version) >= eval_f1(versions[-1].version)
+
+    # Re-running a run's store step adds no row.
+    rerun = pipeline.store_batch(
+        pipeline_env,
+        run_ids[4],
+        {"group_number": 3, "batch_number": 5, "fetched_at": "2026-01-01T00:00:00+00:00", "rows": [["1"] * 13]},
+    )
+    assert rerun["already_stored"] is True
+    assert store.table_counts(engine) == counts_after_ten
+    engine.dispose()
+
+
+def test_group_outside_the_param_range_is_refused_before_any_task(pipeline_env: Settings) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        _load_dag().test(run_conf={"group_number": 99})
+
+
+def test_group_the_api_refuses_fails_the_run(pipeline_env: Settings) -> None:
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    # The replica of this test serves groups 1..3 only (see ``pipeline_env``).
+    dag_run = _load_dag().test(run_conf={"group_number": 7})
+    assert dag_run.state == DagRunState.FAILED
+    states = _task_states(dag_run)
+    assert states["fetch"] == TaskInstanceState.FAILED
+    assert states["store"] == TaskInstanceState.UPSTREAM_FAILED

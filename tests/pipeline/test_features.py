@@ -1,0 +1,83 @@
+"""The domain features: values, shape, and behaviour on one row and on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from covertype.features import OUTPUT_NAMES, DomainFeatures, domain_features
+from covertype.schema import FEATURE_COLUMNS, SOIL_CODES, WILDERNESS_AREAS
+
+
+def _row(**overrides: object) -> pd.DataFrame:
+    values: dict[str, object] = {
+        "Elevation": 3000,
+        "Aspect": 90,
+        "Slope": 10,
+        "Horizontal_Distance_To_Hydrology": 300,
+        "Vertical_Distance_To_Hydrology": 40,
+        "Horizontal_Distance_To_Roadways": 1000,
+        "Hillshade_9am": 220,
+        "Hillshade_Noon": 230,
+        "Hillshade_3pm": 140,
+        "Horizontal_Distance_To_Fire_Points": 700,
+        "Wilderness_Area": "Commanche",
+        "Soil_Type": "C7745",
+    }
+    values.update(overrides)
+    return pd.DataFrame([values], columns=list(FEATURE_COLUMNS))
+
+
+def _feature(matrix: np.ndarray, name: str) -> float:
+    return float(matrix[0, OUTPUT_NAMES.index(name)])
+
+
+def test_engineered_values_on_one_row() -> None:
+    matrix = domain_features(_row())
+    assert matrix.shape == (1, len(OUTPUT_NAMES))
+    assert _feature(matrix, "Elevation_Minus_Vertical_Hydrology") == 2960
+    assert _feature(matrix, "Elevation_Minus_Horizontal_Hydrology") == 2940
+    assert _feature(matrix, "Hydrology_Euclidean_Distance") == pytest.approx(np.hypot(300, 40))
+    assert _feature(matrix, "Hydrology_Minus_Fire") == -400
+    assert _feature(matrix, "Hydrology_Minus_Fire_Abs") == 400
+    assert _feature(matrix, "Fire_Plus_Road_Minus_Hydrology") == 1400
+    assert _feature(matrix, "Aspect_Sin") == pytest.approx(1.0)
+    assert _feature(matrix, "Aspect_Cos") == pytest.approx(0.0, abs=1e-12)
+    # C7745: climatic zone 7 (subalpine), geologic zone 7 (igneous and metamorphic); soil index 29 of 1..40.
+    assert _feature(matrix, "Soil_Climatic_Zone") == 7
+    assert _feature(matrix, "Soil_Geologic_Zone") == 7
+    assert _feature(matrix, "Soil_Index") == SOIL_CODES.index("C7745")
+    assert _feature(matrix, "Wilderness_Commanche") == 1
+    assert sum(_feature(matrix, f"Wilderness_{name}") for name in WILDERNESS_AREAS) == 1
+    assert sum(_feature(matrix, f"Soil_{code}") for code in SOIL_CODES) == 1
+    assert _feature(matrix, "Soil_C7745") == 1
+
+
+def test_aspect_is_circular() -> None:
+    north, also_north = domain_features(_row(Aspect=0)), domain_features(_row(Aspect=360))
+    for name in ("Aspect_Sin", "Aspect_Cos"):
+        assert _feature(north, name) == pytest.approx(_feature(also_north, name), abs=1e-12)
+
+
+def test_batch_equals_row_by_row(shared_observations: pd.DataFrame) -> None:
+    frame = shared_observations.loc[:, list(FEATURE_COLUMNS)].head(200)
+    batch = domain_features(frame)
+    rows = np.vstack([domain_features(frame.iloc[[i]]) for i in range(len(frame))])
+    np.testing.assert_array_equal(batch, rows)
+    assert np.isfinite(batch).all()
+
+
+def test_unknown_category_or_missing_column_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="Soil_Type: unknown value 'C0000'"):
+        domain_features(_row(Soil_Type="C0000"))
+    with pytest.raises(ValueError, match="Wilderness_Area: unknown value 'Comanche'"):
+        domain_features(_row(Wilderness_Area="Comanche"))
+    with pytest.raises(ValueError, match="missing raw-format columns: Slope"):
+        domain_features(_row().drop(columns=["Slope"]))
+
+
+def test_transformer_is_stateless_and_names_its_outputs() -> None:
+    transformer = DomainFeatures().fit(_row())
+    assert transformer.get_feature_names_out().tolist() == list(OUTPUT_NAMES)
+    np.testing.assert_array_equal(transformer.transform(_row()), DomainFeatures().transform(_row()))

@@ -1,0 +1,115 @@
+"""Registration and promotion against a real local MLflow store: better, worse and tied challengers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import mlflow
+from covertype import tracking, training
+from covertype.tracking import decide_promotion
+from mlflow import MlflowClient
+
+FAST = training.TrainingConfig.fast()
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "promote", "reason"),
+    [
+        (0.80, None, True, "no_production_model"),
+        (0.81, 0.80, True, "challenger_better"),
+        (0.80, 0.80, True, "tie"),
+        (0.79, 0.80, False, "champion_better"),
+        (math.nan, 0.80, False, "challenger_unscored"),
+    ],
+)
+def test_decision_rule(challenger: float, champion: float | None, promote: bool, reason: str) -> None:
+    decision = decide_promotion(challenger, champion, None if champion is None else "3")
+    assert (decision.promote, decision.reason) == (promote, reason)
+
+
+@pytest.fixture
+def mlflow_store(data_dir: Path) -> str:
+    uri = f"sqlite:///{data_dir / 'mlflow.db'}"
+    tracking.configure(uri, "covertype", tracking.local_artifact_location(uri, data_dir))
+    return uri
+
+
+def _log(outcome: training.TrainingOutcome, dag_run_id: str) -> tracking.TrainedRun:
+    return tracking.log_training(outcome, dag_run_id=dag_run_id, batch_numbers=[1, 2])
+
+
+def test_register_and_promote_follows_the_rule(mlflow_store: str, shared_observations: pd.DataFrame) -> None:
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(3000, random_state=4)
+    evaluation = training.evaluation_rows(frame, FAST)
+    strong = training.train(frame, FAST)
+    weak = training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST)
+
+    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
+        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+
+    first = promote(_log(weak, "run-1"))
+    assert (first.version, first.promoted, first.reason) == ("1", True, "no_production_model")
+
+    better = promote(_log(strong, "run-2"))
+    assert (better.version, better.promoted, better.reason) == ("2", True, "challenger_better")
+    assert better.champion_version == "1"
+    assert better.challenger_macro_f1 > better.champion_macro_f1
+
+    worse = promote(_log(weak, "run-3"))
+    assert (worse.version, worse.promoted, worse.reason) == ("3", False, "champion_better")
+    assert worse.production_version == "2"
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "2"
+
+    tie = promote(_log(strong, "run-4"))  # the same fitted model again: equal scores on the same rows
+    assert (tie.version, tie.promoted, tie.reason) == ("4", True, "tie")
+    assert tie.challenger_macro_f1 == tie.champion_macro_f1
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "4"
+
+    # The decision and both scores are on the version (tags) and on the training run (metrics and tags).
+    version = client.get_model_version("covertype", "3")
+    assert version.tags["promotion_decision"] == "kept_previous"
+    assert version.tags["champion_version"] == "2"
+    assert float(version.tags["challenger_macro_f1"]) == pytest.approx(worse.challenger_macro_f1, abs=1e-6)
+    assert float(version.tags["champion_macro_f1"]) == pytest.approx(worse.champion_macro_f1, abs=1e-6)
+    run = client.get_run(version.run_id)
+    assert run.data.tags["promotion_decision"] == "kept_previous"
+    assert run.data.metrics["promoted"] == 0.0
+    assert run.data.metrics["champion_macro_f1"] == pytest.approx(worse.champion_macro_f1)
+    assert run.data.metrics["challenger_macro_f1"] == pytest.approx(worse.challenger_macro_f1)
+
+
+def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    outcome = training.train(shared_observations.sample(2000, random_state=5), FAST)
+    trained = _log(outcome, "manual__2026-01-01")
+    client = MlflowClient(tracking_uri=mlflow_store)
+    run = client.get_run(trained.run_id)
+    assert run.data.tags["dag_run_id"] == "manual__2026-01-01"
+    assert run.data.tags["batch_numbers"] == "1,2"
+    expected = {"macro_f1", "accuracy", "rows_used", "batches_seen", *(f"recall_{k}" for k in range(1, 8))}
+    assert expected <= set(run.data.metrics)
+    assert run.data.metrics["rows_used"] == 2000
+    assert run.data.metrics["macro_f1"] == pytest.approx(outcome.evaluation.macro_f1)
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"covertype-train", "covertype-eval"}
+    assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(trained.run_id)}
+
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{trained.run_id}'"
+    )
+    assert sorted(child.data.tags["mlflow.runName"] for child in children) == sorted(c.name for c in FAST.candidates)
+    for child in children:
+        assert expected <= set(child.data.metrics)
+        assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+    # The logged model loads with nothing but the package installed, and takes raw-format records.
+    model = mlflow.sklearn.load_model(trained.model_uri)
+    sample = training.features_of(shared_observations.head(20))
+    assert model.predict(sample).tolist() == outcome.model.predict(sample).tolist()
+    info = mlflow.models.get_model_info(trained.model_uri)
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == list(sample.columns)

@@ -1,0 +1,132 @@
+"""The data store on SQLite: idempotent appends, duplicates kept once, rejected rows with reasons."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import event, select
+
+from covertype import store
+from covertype.parsing import RejectReason
+from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
+
+
+def _append(engine: store.Engine, run_id: str, rows: list[list[str]], batch: int = 1) -> store.FetchSummary:
+    return store.append_fetch(engine, dag_run_id=run_id, group_number=1, batch_number=batch, raw_rows=rows)
+
+
+def test_append_stores_typed_observations_with_fetch_and_hash(engine, shared_rows) -> None:
+    summary = _append(engine, "run-1", shared_rows[:50])
+    assert (summary.rows_received, summary.rows_stored, summary.rows_duplicate, summary.rows_rejected) == (50, 50, 0, 0)
+    frame = store.load_observations(engine)
+    assert len(frame) == 50
+    assert list(frame.columns[:13]) == [*FEATURE_COLUMNS, LABEL_COLUMN]
+    assert frame["Elevation"].dtype == "int64"
+    assert frame["row_hash"].str.len().eq(64).all()
+    assert set(frame["first_batch_number"]) == {1}
+    first = next(r for _, r in frame.iterrows() if r["row_hash"] == store.row_hash(frame.iloc[0].to_dict()))
+    assert first["Soil_Type"].startswith("C")
+
+
+def test_retried_append_with_same_run_id_writes_nothing(engine, shared_rows) -> None:
+    first = _append(engine, "run-1", shared_rows[:40])
+    counts = store.table_counts(engine)
+    again = _append(engine, "run-1", shared_rows[100:140])  # whatever the payload: the run is already stored
+    assert again.already_stored is True
+    assert again.fetch_id == first.fetch_id
+    assert store.table_counts(engine) == counts
+
+
+def test_identical_observations_are_kept_once_and_counted(engine, shared_rows) -> None:
+    _append(engine, "run-1", shared_rows[:30], batch=1)
+    # Batch 2 re-serves 10 known rows and repeats one new row twice inside the payload.
+    summary = _append(engine, "run-2", [*shared_rows[:10], *shared_rows[30:35], shared_rows[30]], batch=2)
+    assert summary.rows_stored == 5
+    assert summary.rows_duplicate == 11
+    frame = store.load_observations(engine)
+    assert len(frame) == 35
+    assert frame["row_hash"].is_unique
+    seen = dict(zip(frame["row_hash"], frame["times_seen"], strict=True))
+    # rows 0-9 (served in both batches) and row 30 (twice in batch 2) were seen twice, the other 24 once
+    assert sorted(seen.values()).count(2) == 11
+    assert sorted(frame["times_seen"].value_counts().items()) == [(1, 24), (2, 11)]
+    assert store.repeat_counts(engine).to_dict("list") == {"times_seen": [1, 2], "observations": [24, 11]}
+    assert store.class_distribution(engine)["times_seen"].sum() == 30 + 16
+    per_batch = store.rows_per_batch(engine).set_index("batch_number")
+    assert per_batch.loc[2, "rows_stored"] == 5
+    assert per_batch.loc[2, "rows_duplicate"] == 11
+    assert store.batches_seen(engine) == [1, 2]
+
+
+def test_rejected_rows_are_stored_with_reasons_and_good_rows_kept(engine, shared_rows) -> None:
+    bad_number = [*shared_rows[0][:2], "steep", *shared_rows[0][3:]]
+    out_of_range = ["9999", *shared_rows[1][1:]]
+    unknown_soil = [*shared_rows[2][:11], "C0000", shared_rows[2][12]]
+    short = shared_rows[3][:12]
+    payload = [*shared_rows[10:20], bad_number, out_of_range, unknown_soil, short, "not a row"]
+    summary = _append(engine, "run-1", payload)
+    assert summary.rows_stored == 10
+    assert summary.rows_rejected == 5
+    assert summary.rejected_by_reason == {
+        RejectReason.NON_NUMERIC.value: 1,
+        RejectReason.OUT_OF_RANGE.value: 1,
+        RejectReason.UNKNOWN_CATEGORY.value: 1,
+        RejectReason.WRONG_FIELD_COUNT.value: 2,
+    }
+    rejected = store.rejected_rows(engine).sort_values("position")
+    assert rejected["position"].tolist() == [10, 11, 12, 13, 14]
+    assert rejected.iloc[0]["raw_row"] == bad_number
+    assert "Slope" in rejected.iloc[0]["detail"]
+    assert rejected.iloc[4]["raw_row"] == ["not a row"]
+    assert store.rejects_by_reason(engine)["rows"].sum() == 5
+    assert len(store.load_observations(engine)) == 10
+
+
+def test_append_is_one_transaction(engine, shared_rows) -> None:
+    """A failure half-way (here: the rejected rows' insert) leaves no fetch and no observation behind."""
+
+    def fail_on_rejects(conn, cursor, statement, *_: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REJECTED_ROWS"):
+            raise RuntimeError("database went away")
+
+    event.listen(engine, "before_cursor_execute", fail_on_rejects)
+    try:
+        with pytest.raises(RuntimeError, match="database went away"):
+            _append(engine, "run-1", [*shared_rows[:20], ["bad"]])
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_on_rejects)
+    assert store.table_counts(engine) == dict.fromkeys(store.table_counts(engine), 0)
+    # The retried task then stores everything once.
+    summary = _append(engine, "run-1", [*shared_rows[:20], ["bad"]])
+    assert (summary.already_stored, summary.rows_stored, summary.rows_rejected) == (False, 20, 1)
+
+
+def test_fetch_records_batch_time_counts_and_payload_hash(engine, shared_rows) -> None:
+    fetched_at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    store.append_fetch(
+        engine, dag_run_id="run-9", group_number=4, batch_number=7, raw_rows=shared_rows[:5], fetched_at=fetched_at
+    )
+    fetch = store.fetches_summary(engine).iloc[0]
+    assert (fetch["dag_run_id"], fetch["group_number"], fetch["batch_number"]) == ("run-9", 4, 7)
+    assert fetch["fetched_at"].replace(tzinfo=UTC) == fetched_at
+    assert fetch["payload_sha256"] == store.payload_sha256(shared_rows[:5])
+    assert store.payload_sha256(shared_rows[:5]) != store.payload_sha256(shared_rows[1:6])
+
+
+def test_class_distribution_and_hash_depends_on_label(engine, shared_rows) -> None:
+    _append(engine, "run-1", shared_rows[:100])
+    distribution = store.class_distribution(engine)
+    assert distribution["observations"].sum() == 100
+    assert set(distribution["name"]) <= {"Spruce/Fir", "Lodgepole Pine", "Aspen", "Krummholz", "Ponderosa Pine",
+                                         "Cottonwood/Willow", "Douglas-fir"}  # fmt: skip
+    record = store.load_observations(engine).iloc[0][[*FEATURE_COLUMNS, LABEL_COLUMN]].to_dict()
+    relabelled = {**record, LABEL_COLUMN: record[LABEL_COLUMN] % 7 + 1}
+    assert store.row_hash(record) != store.row_hash(relabelled)
+
+
+def test_init_schema_is_safe_to_repeat(engine) -> None:
+    store.init_schema(engine)
+    store.init_schema(engine)
+    with engine.connect() as connection:
+        assert connection.execute(select(store.Fetch.id)).all() == []

@@ -1,0 +1,115 @@
+"""Training: the hash split is stable as data grows, the metrics are right, the model keeps its contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from covertype import training
+from covertype.estimators import AllCoverTypes
+from covertype.schema import COVER_TYPE_LABELS, FEATURE_COLUMNS, LABEL_COLUMN
+
+FAST = training.TrainingConfig.fast()
+
+
+def test_evaluation_membership_depends_only_on_the_hash(shared_observations: pd.DataFrame) -> None:
+    small = shared_observations.head(3000)
+    grown = shared_observations.sample(frac=1.0, random_state=3)  # all rows, another order
+    small_eval = set(training.evaluation_rows(small, FAST)["row_hash"])
+    grown_eval = set(training.evaluation_rows(grown, FAST)["row_hash"])
+    # Rows already there keep their side; the evaluation set only gains rows as data grows.
+    assert small_eval == grown_eval & set(small["row_hash"])
+    assert len(grown_eval) / len(grown) == pytest.approx(FAST.eval_fraction, abs=0.015)
+
+
+def test_split_parts_are_disjoint_and_cover_everything(shared_observations: pd.DataFrame) -> None:
+    split = training.split_observations(shared_observations, FAST)
+    fit, validation, evaluation = (set(part["row_hash"]) for part in (split.fit, split.validation, split.evaluation))
+    assert not fit & validation
+    assert not fit & evaluation
+    assert not validation & evaluation
+    assert fit | validation | evaluation == set(shared_observations["row_hash"])
+    assert set(split.train["row_hash"]) == fit | validation
+    share = len(validation) / len(split.train)
+    assert share == pytest.approx(FAST.validation_fraction, abs=0.02)
+
+
+def test_is_evaluation_reads_the_hash_prefix() -> None:
+    assert training.is_evaluation("0" * 64, 0.2) is True
+    assert training.is_evaluation("f" * 64, 0.2) is False
+    assert training.is_evaluation("3" + "0" * 63, 0.2) is True  # 0x3/0x10 = 0.1875
+    assert training.is_evaluation("4" + "0" * 63, 0.2) is False  # 0.25
+
+
+def test_score_computes_macro_f1_recall_and_confusion() -> None:
+    class Fixed:
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            return frame["Elevation"].to_numpy()  # the "prediction" is smuggled in the Elevation column
+
+    truth = [1, 1, 2, 2, 3, 3]
+    predicted = [1, 2, 2, 2, 3, 1]
+    frame = pd.DataFrame(dict.fromkeys(FEATURE_COLUMNS, 0), index=range(6))
+    frame["Elevation"] = predicted
+    frame[LABEL_COLUMN] = truth
+    scores = training.score(Fixed(), frame)
+    assert scores.accuracy == pytest.approx(4 / 6)
+    assert scores.recall[1] == pytest.approx(0.5)
+    assert scores.recall[2] == 1.0
+    assert scores.recall[3] == 0.5
+    assert scores.recall[7] == 0.0
+    # F1 per present class: 1 -> 0.5, 2 -> 0.8, 3 -> 2/3; macro over the classes present in the set.
+    assert scores.macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert scores.confusion.shape == (7, 7)
+    assert scores.confusion[0, 1] == 1
+    assert scores.confusion.sum() == 6
+    metrics = scores.as_metrics()
+    assert set(metrics) == {"macro_f1", "accuracy", *(f"recall_{k}" for k in COVER_TYPE_LABELS)}
+
+
+def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.DataFrame) -> None:
+    frame = shared_observations.sample(3000, random_state=0)
+    outcome = training.train(frame, FAST)
+    assert outcome.best.name in {c.name for c in FAST.candidates}
+    assert len(outcome.candidates) == len(FAST.candidates)
+    assert outcome.evaluation.rows == len(outcome.split.evaluation) > 0
+    assert outcome.evaluation.macro_f1 > 0.6  # chance is ~0.14 on seven balanced classes
+    assert 0 < outcome.model_mb <= FAST.max_model_mb
+    proba = outcome.model.predict_proba(training.features_of(frame.head(3)))
+    assert proba.shape == (3, 7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert outcome.model.classes_.tolist() == list(COVER_TYPE_LABELS)
+
+
+def test_model_answers_all_seven_classes_even_when_trained_on_three(shared_observations: pd.DataFrame) -> None:
+    subset = shared_observations[shared_observations[LABEL_COLUMN].isin([1, 2, 5])].head(400)
+    outcome = training.train(subset, FAST)
+    proba = outcome.model.predict_proba(training.features_of(shared_observations.head(5)))
+    assert proba.shape == (5, 7)
+    assert (proba[:, [2, 3, 5, 6]] == 0).all()
+    assert set(outcome.model.predict(training.features_of(shared_observations.head(50)))) <= {1, 2, 5}
+
+
+def test_size_budget_trims_trees(shared_observations: pd.DataFrame) -> None:
+    config = training.TrainingConfig(n_estimators=30, max_model_mb=0.5, n_jobs=1, profile="test")
+    model = training.build_model(config.candidates[0], config)
+    model, size_mb = training.fit_within_budget(model, shared_observations.head(4000), config)
+    assert size_mb <= 0.5
+    assert 1 <= len(model.named_steps["classifier"].estimator_.estimators_) < 30
+
+
+def test_too_little_data_is_a_clear_error(shared_observations: pd.DataFrame) -> None:
+    with pytest.raises(training.NotEnoughData, match="need at least"):
+        training.train(shared_observations.head(5), FAST)
+
+
+def test_unknown_label_is_refused() -> None:
+    with pytest.raises(ValueError, match="not cover types"):
+        AllCoverTypes(estimator=None).fit(np.zeros((2, 1)), np.array([0, 8]))
+
+
+def test_profiles_by_name() -> None:
+    assert training.TrainingConfig.named("fast") == FAST
+    assert training.TrainingConfig.named("full").profile == "full"
+    with pytest.raises(ValueError, match="unknown training profile"):
+        training.TrainingConfig.named("huge")
