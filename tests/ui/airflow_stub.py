@@ -1,0 +1,213 @@
+"""A minimal stand-in for the Airflow 3 REST API v2, for the Pipeline page's tests and screenshots.
+
+Running a real ``airflow api-server`` (plus its metadata DB, scheduler and a
+DAG run) inside unit tests is too heavy, so this module implements only the
+endpoints the UI calls, with the same paths, methods, status codes and JSON
+shapes as Airflow 3.3 (checked against ``airflow.api_fastapi``): JWT login at
+``POST /auth/token`` (201), ``GET``/``PATCH /api/v2/dags/{id}``,
+``GET``/``POST /api/v2/dags/{id}/dagRuns`` (``logical_date`` required in the
+body, else 422), task instances and XCom ``return_value`` entries. The real
+API is exercised by the compose end-to-end test.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+DAG_ID = "covertype_pipeline"
+
+
+@dataclass
+class StubRun:
+    run_id: str
+    state: str
+    run_type: str
+    run_after: datetime
+    task_states: dict[str, str]
+    task_results: dict[str, Any]
+
+
+@dataclass
+class AirflowStubState:
+    """The stub's data; tests read it to check what the UI changed."""
+
+    username: str = "admin"
+    password: str = "admin-password"
+    is_paused: bool = False
+    # Airflow returns an XCom value as stored: a JSON object, or (older serialisation) a JSON string of one.
+    xcom_as_json_text: bool = False
+    runs: list[StubRun] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+TASKS = ("fetch", "store", "train_and_log", "register_and_promote")
+PORTION = 151
+
+
+def _pipeline_results(batch: int, macro_f1: float, promoted: bool, version: int) -> dict[str, Any]:
+    """What the pipeline's four tasks return for one run (``covertype.pipeline``), with a short payload."""
+    rows_total = PORTION * batch
+    return {
+        "fetch": {"group_number": 1, "batch_number": batch, "fetched_at": "2026-11-27T06:00:00+00:00",
+                  "payload_sha256": "0" * 64, "rows": [["2596", "51"]] * 3},
+        "store": {"fetch_id": batch, "dag_run_id": f"run-{batch}", "group_number": 1, "batch_number": batch,
+                  "rows_received": PORTION, "rows_stored": PORTION - 9, "rows_duplicate": 9, "rows_rejected": 0,
+                  "rejected_by_reason": {}, "label_scheme": "1..7", "payload_sha256": "0" * 64,
+                  "already_stored": False, "observations_total": rows_total, "batches_seen": list(range(1, batch + 1))},
+        "train_and_log": {"run_id": f"{batch:032x}", "macro_f1": macro_f1, "accuracy": macro_f1 + 0.01,
+                          "rows_used": rows_total, "batches_seen": batch, "best_candidate": "hist_gradient_boosting"},
+        "register_and_promote": {"model_name": "covertype", "version": str(version), "alias": "production",
+                                 "promoted": promoted, "reason": "challenger_better" if promoted else "champion_better",
+                                 "challenger_macro_f1": macro_f1,
+                                 "production_version": str(version if promoted else version - 1)},
+    }  # fmt: skip
+
+
+def sample_runs(count: int = 4, start: datetime | None = None) -> list[StubRun]:
+    """``count`` successful runs shaped like the pipeline's (oldest first; the third is not promoted),
+    then one run skipped because the collection was complete."""
+    start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=6 * (count + 1))
+    runs = []
+    for index in range(count):
+        batch = index + 1
+        promoted = index != 2
+        runs.append(
+            StubRun(
+                run_id=f"scheduled__{(start + timedelta(minutes=6 * index)).isoformat()}",
+                state="success",
+                run_type="scheduled",
+                run_after=start + timedelta(minutes=6 * index),
+                task_states=dict.fromkeys(TASKS, "success"),
+                task_results=_pipeline_results(batch, round(0.70 + 0.03 * index, 4), promoted, batch),
+            )
+        )
+    skipped_at = start + timedelta(minutes=6 * count)
+    runs.append(
+        StubRun(
+            run_id=f"scheduled__{skipped_at.isoformat()}",
+            state="success",
+            run_type="scheduled",
+            run_after=skipped_at,
+            task_states=dict.fromkeys(TASKS, "skipped"),
+            task_results={},
+        )
+    )
+    return runs
+
+
+def create_stub(state: AirflowStubState) -> FastAPI:
+    """The stub app serving ``state``."""
+    app = FastAPI(title="Airflow REST API v2 stub")
+
+    def require_token(authorization: str | None) -> None:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if token not in state.tokens:
+            raise HTTPException(401, "Not authenticated")
+
+    def dag_body() -> dict[str, Any]:
+        return {"dag_id": DAG_ID, "is_paused": state.is_paused, "next_dagrun_run_after": None}
+
+    def run_body(run: StubRun) -> dict[str, Any]:
+        return {
+            "dag_run_id": run.run_id,
+            "dag_id": DAG_ID,
+            "state": run.state,
+            "run_type": run.run_type,
+            "run_after": run.run_after.isoformat(),
+            "logical_date": None,
+            "start_date": run.run_after.isoformat(),
+            "end_date": (run.run_after + timedelta(seconds=40)).isoformat() if run.state == "success" else None,
+        }
+
+    def find_run(run_id: str) -> StubRun:
+        for run in state.runs:
+            if run.run_id == run_id:
+                return run
+        raise HTTPException(404, f"The DagRun with dag_id: `{DAG_ID}` and run_id: `{run_id}` was not found")
+
+    @app.post("/auth/token", status_code=201)
+    def token(body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
+        if body.get("username") != state.username or body.get("password") != state.password:
+            raise HTTPException(401, "Invalid credentials")
+        issued = secrets.token_hex(16)
+        state.tokens.add(issued)
+        return {"access_token": issued}
+
+    @app.get("/api/v2/dags/{dag_id}")
+    def get_dag(dag_id: str, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        require_token(authorization)
+        if dag_id != DAG_ID:
+            raise HTTPException(404, f"Dag with id {dag_id} was not found")
+        return dag_body()
+
+    @app.patch("/api/v2/dags/{dag_id}")
+    def patch_dag(
+        dag_id: str, body: Annotated[dict[str, Any], Body()], authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        require_token(authorization)
+        if "is_paused" not in body:
+            return JSONResponse({"detail": "is_paused is required"}, status_code=422)
+        state.is_paused = bool(body["is_paused"])
+        return dag_body()
+
+    @app.get("/api/v2/dags/{dag_id}/dagRuns")
+    def list_runs(
+        dag_id: str,
+        limit: Annotated[int, Query()] = 50,
+        order_by: Annotated[str, Query()] = "id",
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        require_token(authorization)
+        runs = sorted(state.runs, key=lambda run: run.run_after, reverse=order_by.startswith("-"))
+        return {"dag_runs": [run_body(run) for run in runs[:limit]], "total_entries": len(state.runs)}
+
+    @app.post("/api/v2/dags/{dag_id}/dagRuns")
+    def trigger(
+        dag_id: str, body: Annotated[dict[str, Any], Body()], authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        require_token(authorization)
+        if "logical_date" not in body:
+            return JSONResponse(
+                {"detail": [{"type": "missing", "loc": ["body", "logical_date"], "msg": "Field required"}]},
+                status_code=422,
+            )
+        now = datetime.now(UTC)
+        run = StubRun(f"manual__{now.isoformat()}", "queued", "manual", now, {}, {})
+        with state.lock:
+            state.runs.append(run)
+        return run_body(run)
+
+    @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    def task_instances(
+        dag_id: str, run_id: str, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        require_token(authorization)
+        run = find_run(run_id)
+        items = [
+            {"task_id": task, "dag_run_id": run_id, "state": task_state} for task, task_state in run.task_states.items()
+        ]
+        return {"task_instances": items, "total_entries": len(items)}
+
+    @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+    def xcom(
+        dag_id: str, run_id: str, task_id: str, key: str, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        require_token(authorization)
+        run = find_run(run_id)
+        if key != "return_value" or task_id not in run.task_results:
+            raise HTTPException(404, f"XCom entry with key: `{key}` not found")
+        value = run.task_results[task_id]
+        if state.xcom_as_json_text:
+            value = json.dumps(value)
+        return {"key": key, "task_id": task_id, "dag_id": DAG_ID, "run_id": run_id, "value": value}
+
+    return app

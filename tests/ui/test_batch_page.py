@@ -1,0 +1,108 @@
+"""The Batch page: upload a raw-format CSV, predictions from the real inference app, rejects with reasons."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
+from tests.ui.apptest import open_page, texts
+from ui.batch_predict import CsvFormatError, read_raw_csv, refused_indices
+from ui.clients.errors import InvalidInput
+from ui.clients.inference import InferenceClient
+from ui.examples import EXAMPLES
+
+
+def _csv(frame: pd.DataFrame, *, header: bool = True) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=header)
+    return buffer.getvalue().encode()
+
+
+def _with_bad_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Forty real rows, then one unknown soil code and one elevation out of range (file lines 42, 43)."""
+    rows = frame.head(40).astype(dict.fromkeys(frame.columns, "object"))
+    bad_soil = {**rows.iloc[0].to_dict(), "Soil_Type": "C9999"}
+    too_high = {**rows.iloc[1].to_dict(), "Elevation": 99999}
+    return pd.concat([rows, pd.DataFrame([bad_soil, too_high])], ignore_index=True)
+
+
+def test_upload_predicts_good_rows_and_lists_rejects_with_reasons(served_model, ui_env, shared_frame) -> None:
+    ui_env.setenv("INFERENCE_URL", served_model.inference_url)
+    upload = _with_bad_rows(shared_frame)
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("sample.csv", _csv(upload), "text/csv").run()
+    assert not app.error, texts(app.error)
+    [summary] = texts(app.warning)
+    assert "**40** rows" in summary
+    assert "**2** rejected" in summary
+    assert f"version {served_model.store.production.version}" in summary
+    predictions, rejects = (frame.value for frame in app.dataframe)
+    assert len(predictions) == 40
+    expected = served_model.store.pipeline.predict(shared_frame.head(40)[list(FEATURE_COLUMNS)])
+    assert predictions["predicted_cover_type"].tolist() == [int(label) for label in expected]
+    assert predictions["predicted_name"].tolist() == [COVER_TYPE_NAMES[int(label)] for label in expected]
+    assert predictions[LABEL_COLUMN].astype(int).tolist() == shared_frame.head(40)[LABEL_COLUMN].tolist()
+    assert rejects["line"].tolist() == [42, 43]
+    assert rejects["reason"].tolist() == ["unknown_category", "out_of_range"]
+    assert "C9999" in rejects["detail"].iloc[0]
+    assert "Elevation" in rejects["detail"].iloc[1]
+    assert len(app.get("download_button")) == 1
+
+
+def test_headerless_feature_only_file_is_predicted(served_model, ui_env, shared_frame) -> None:
+    ui_env.setenv("INFERENCE_URL", served_model.inference_url)
+    app = open_page("batch")
+    content = _csv(shared_frame.head(5)[list(FEATURE_COLUMNS)], header=False)
+    app.file_uploader(key="batch_file").upload("features.csv", content, "text/csv").run()
+    assert not app.error, texts(app.error)
+    [summary] = texts(app.success)
+    assert "**5** rows" in summary
+    assert app.dataframe[0].value["line"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_unreachable_inference_service_is_named(ui_env, shared_frame) -> None:
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
+    [error] = texts(app.error)
+    assert "Inference API" in error
+    assert "INFERENCE_URL" in error
+    assert not app.dataframe
+
+
+def test_a_file_without_the_raw_columns_is_refused_with_the_expected_format() -> None:
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("other.csv", b"a,b,c\n1,2,3\n", "text/csv").run()
+    [error] = texts(app.error)
+    assert "other.csv" in error
+    assert "Elevation" in error
+
+
+def test_reader_accepts_any_column_order_and_keeps_labels(shared_frame) -> None:
+    shuffled = shared_frame.head(3)[list(reversed(shared_frame.columns))]
+    raw = read_raw_csv(_csv(shuffled))
+    assert raw.has_label
+    assert raw.has_header
+    assert list(raw.frame.columns)[:2] == ["Elevation", "Aspect"]
+    assert raw.frame["Soil_Type"].tolist() == shared_frame.head(3)["Soil_Type"].tolist()
+
+
+@pytest.mark.parametrize("content", [b"", b"   \n"])
+def test_reader_refuses_an_empty_file(content: bytes) -> None:
+    with pytest.raises(CsvFormatError, match="empty"):
+        read_raw_csv(content)
+
+
+def test_records_the_service_refuses_are_read_from_its_422_details(served_model) -> None:
+    """Should the service refuse records the UI let through, its 422 names them; the UI maps them back."""
+    client = InferenceClient(served_model.inference_url)
+    good = {**EXAMPLES[1]}
+    bad = {**EXAMPLES[2], "Soil_Type": "C0000"}
+    with pytest.raises(InvalidInput) as refused:
+        client.predict([good, bad])
+    reasons = refused_indices(refused.value.details)
+    assert list(reasons) == [1]
+    assert reasons[1].startswith("Soil_Type: ")
+    assert "C0000" in reasons[1]

@@ -1,0 +1,67 @@
+"""The Data page: an SQLite data DB filled through ``covertype.store`` and the real data API replica."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.ui.apptest import all_text, open_page, texts
+from tests.ui.backends import data_api_server, fill_data_db
+
+
+@pytest.fixture
+def data_db(ui_env, tmp_path: Path, covertype_csv: Path) -> str:
+    url = fill_data_db(tmp_path / "covertype.db", covertype_csv, batches=3, rows_per_batch=120)
+    ui_env.setenv("DATA_DB_URL", url)
+    return url
+
+
+def _frames(app) -> list:
+    return [frame.value for frame in app.dataframe]
+
+
+def test_rows_per_batch_classes_and_rejects(data_db, ui_env, covertype_csv, tmp_path) -> None:
+    with data_api_server(covertype_csv, tmp_path / "replica", portions=2) as url:
+        ui_env.setenv("DATA_API_URL", url)
+        app = open_page("data")
+    assert not app.error, texts(app.error)
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["fetches (DAG runs)"] == "3"
+    assert metrics["batches seen"] == "3"
+    assert metrics["rejected rows"] == "2"
+    assert metrics["distinct observations"] == "360"
+    assert metrics["rows in the dataset"] == "15,120"
+    frames = _frames(app)
+    [groups] = [frame for frame in frames if "requests_served" in frame.columns]
+    assert groups["batch_number"].tolist() == [2]
+    [per_batch] = [frame for frame in frames if "rows_duplicate" in frame.columns and "fetches" in frame.columns]
+    assert per_batch["batch_number"].tolist() == [1, 2, 3]
+    assert per_batch["rows_stored"].tolist() == [120, 120, 120]
+    assert per_batch["rows_duplicate"].tolist() == [0, 10, 10]
+    assert per_batch["rows_rejected"].tolist() == [0, 2, 0]
+    [classes] = [frame for frame in frames if "observations" in frame.columns and "name" in frame.columns]
+    assert classes["observations"].sum() == 360
+    [rejects] = [frame for frame in frames if "detail" in frame.columns]
+    assert sorted(rejects["reason"]) == ["unknown_category", "wrong_field_count"]
+    assert any("C9999" in detail for detail in rejects["detail"])
+    assert len(app.get("vega_lite_chart")) == 2
+
+
+def test_database_without_tables_is_reported_as_empty(ui_env, tmp_path) -> None:
+    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    app = open_page("data")
+    assert "no tables yet" in all_text(app)
+
+
+def test_unreachable_data_api_and_data_db_are_named(ui_env) -> None:
+    ui_env.setenv("DATA_DB_URL", "mysql+pymysql://covertype:secret-pw@127.0.0.1:1/covertype")
+    app = open_page("data")
+    errors = texts(app.error)
+    assert len(errors) == 2
+    api_error, db_error = errors
+    assert "Data API" in api_error
+    assert "DATA_API_URL" in api_error
+    assert "Data DB" in db_error
+    assert "DATA_DB_URL" in db_error
+    assert "secret-pw" not in all_text(app)

@@ -1,0 +1,47 @@
+"""The Models page against a local MLflow store (two training runs, a nested candidate) and a closed port."""
+
+from __future__ import annotations
+
+from tests.ui.apptest import all_text, open_page, texts
+
+
+def test_production_version_runs_and_links(mlflow_store, ui_env) -> None:
+    ui_env.setenv("MLFLOW_TRACKING_URI", mlflow_store.tracking_uri)
+    ui_env.setenv("MLFLOW_UI_URL", "http://127.0.0.1:5000")
+    app = open_page("models")
+    assert not app.error, texts(app.error)
+    text = all_text(app)
+    assert f"**version {mlflow_store.production.version}**" in text
+    assert mlflow_store.production.run_id in text
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["macro_f1"] == "0.780"
+    assert metrics["rows_used"] == "3,024"
+    [runs] = [frame.value for frame in app.dataframe]
+    # Training runs only (the nested candidate is left out), newest first.
+    assert len(runs) == 2
+    assert runs["macro_f1"].tolist() == [0.78, 0.71]
+    assert runs["rows_used"].tolist() == [3024, 1512]
+    assert runs["model versions"].tolist() == ["2", "1"]
+    experiment = mlflow_store.experiment_id
+    assert runs["MLflow"].tolist() == [
+        f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{version.run_id}"
+        for version in reversed(mlflow_store.versions)
+    ]
+    assert len(app.get("vega_lite_chart")) == 2  # macro-F1 and rows used over time
+
+
+def test_empty_store_says_no_production_model_yet(ui_env, tmp_path) -> None:
+    ui_env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    app = open_page("models")
+    assert not app.error, texts(app.error)
+    text = all_text(app)
+    assert "No version has the production alias yet" in text
+    assert "has no training runs yet" in text
+
+
+def test_unreachable_mlflow_is_named_with_what_to_check() -> None:
+    app = open_page("models")
+    [error] = texts(app.error)
+    assert "MLflow" in error
+    assert "MLFLOW_TRACKING_URI" in error
+    assert "cannot connect" in error

@@ -1,0 +1,109 @@
+"""The Pipeline page against a stub of the Airflow REST API v2 (see ``airflow_stub``) and a closed port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ui.airflow_stub import AirflowStubState, create_stub, sample_runs
+from tests.ui.apptest import open_page, texts
+from tests.ui.servers import serve
+
+
+@pytest.fixture
+def airflow(ui_env) -> Iterator[AirflowStubState]:
+    state = AirflowStubState(runs=sample_runs(4))
+    with serve(create_stub(state)) as url:
+        ui_env.setenv("AIRFLOW_API_URL", url)
+        ui_env.setenv("AIRFLOW_USERNAME", state.username)
+        ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+        yield state
+
+
+def test_recent_runs_show_state_batch_rows_and_promotion(airflow: AirflowStubState) -> None:
+    app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [runs] = [frame.value for frame in app.dataframe]
+    assert len(runs) == 5
+    assert runs["run"].tolist() == [run.run_id for run in reversed(airflow.runs)]
+    skipped, newest_trained = runs.iloc[0], runs.iloc[1]
+    assert skipped["tasks"] == "all skipped"
+    assert skipped[["batch", "rows fetched", "promoted"]].isna().all()
+    assert newest_trained["state"] == "success"
+    assert runs["batch"].tolist()[1:] == [4, 3, 2, 1]
+    assert runs["rows fetched"].tolist()[1:] == [151] * 4
+    assert runs["new rows stored"].tolist()[1:] == [142] * 4
+    assert runs["macro-F1"].tolist()[1:] == [0.79, 0.76, 0.73, 0.70]
+    assert runs["model version"].tolist()[1:] == ["4", "3", "2", "1"]
+    assert runs["promoted"].tolist()[1:] == [
+        "yes (challenger_better)",
+        "no (champion_better)",
+        "yes (challenger_better)",
+        "yes (challenger_better)",
+    ]
+    assert app.toggle(key="pipeline_paused").value is False
+
+
+def test_results_stored_as_json_text_are_read_too(airflow: AirflowStubState) -> None:
+    airflow.xcom_as_json_text = True
+    app = open_page("pipeline")
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["batch"].tolist()[1:] == [4, 3, 2, 1]
+    assert runs["promoted"].tolist()[2] == "no (champion_better)"
+
+
+def test_trigger_button_queues_a_run(airflow: AirflowStubState) -> None:
+    app = open_page("pipeline")
+    app.button(key="pipeline_trigger").click().run()
+    assert len(airflow.runs) == 6
+    new_run = airflow.runs[-1]
+    assert new_run.run_type == "manual"
+    assert any(new_run.run_id in message for message in texts(app.success))
+    assert app.dataframe[0].value["run"].iloc[0] == new_run.run_id
+
+
+def test_toggle_pauses_and_unpauses_the_dag(airflow: AirflowStubState) -> None:
+    app = open_page("pipeline")
+    app.toggle(key="pipeline_paused").set_value(True).run()
+    assert airflow.is_paused is True
+    assert any("paused" in message for message in texts(app.success))
+    assert app.toggle(key="pipeline_paused").value is True
+    app.toggle(key="pipeline_paused").set_value(False).run()
+    assert airflow.is_paused is False
+    assert app.toggle(key="pipeline_paused").value is False
+
+
+def test_a_pause_made_elsewhere_shows_on_the_next_refresh(airflow: AirflowStubState) -> None:
+    app = open_page("pipeline")
+    airflow.is_paused = True
+    app.button(key="pipeline_refresh").click().run()
+    assert app.toggle(key="pipeline_paused").value is True
+    assert any("paused" in message for message in texts(app.info))
+
+
+def test_refused_credentials_are_reported_as_auth_refused(airflow: AirflowStubState, ui_env) -> None:
+    ui_env.setenv("AIRFLOW_PASSWORD", "wrong")
+    app = open_page("pipeline")
+    [error] = texts(app.error)
+    assert "Airflow API" in error
+    assert "refused" in error
+    assert "AIRFLOW_USERNAME and AIRFLOW_PASSWORD" in error
+    assert not app.dataframe
+    assert not app.toggle
+
+
+def test_missing_password_is_reported_before_any_call(ui_env) -> None:
+    ui_env.delenv("AIRFLOW_PASSWORD")
+    app = open_page("pipeline")
+    [error] = texts(app.error)
+    assert "Airflow API" in error
+    assert "AIRFLOW_PASSWORD" in error
+
+
+def test_unreachable_airflow_is_named_with_what_to_check() -> None:
+    app = open_page("pipeline")
+    [error] = texts(app.error)
+    assert "Airflow API" in error
+    assert "cannot connect" in error
+    assert "AIRFLOW_API_URL" in error

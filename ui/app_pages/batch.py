@@ -1,0 +1,71 @@
+"""Predict a raw-format CSV: a table of predictions, a download, and the rejected rows with reasons."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from covertype.schema import FEATURE_COLUMNS, RAW_COLUMNS
+from ui import services
+from ui.batch_predict import BatchOutcome, CsvFormatError, agreement, predict_csv, read_raw_csv
+from ui.clients.errors import ServiceError
+
+KEY = "batch_"
+
+
+def _show(outcome: BatchOutcome, file_name: str) -> None:
+    predicted = len(outcome.predictions)
+    rejected = len(outcome.rejected)
+    versions = ", ".join(sorted(outcome.model_versions)) or "none"
+    message = f"Predicted **{predicted}** rows of `{file_name}` with model version {versions}; **{rejected}** rejected."
+    (st.warning if rejected else st.success)(message)
+    if predicted:
+        share = agreement(outcome.predictions)
+        if share is not None:
+            st.metric("Predictions equal to the file's Cover_Type", f"{share:.1%}")
+        st.dataframe(outcome.predictions, hide_index=True, width="stretch")
+        st.download_button(
+            "Download the predictions (CSV)",
+            outcome.predictions.to_csv(index=False).encode(),
+            file_name=file_name.rsplit(".", 1)[0] + "_predictions.csv",
+            mime="text/csv",
+            key=f"{KEY}download",
+        )
+    if rejected:
+        st.subheader("Rejected rows")
+        st.dataframe(outcome.rejected_frame(), hide_index=True, width="stretch")
+
+
+def render() -> None:
+    st.title("Predict a CSV file")
+    st.markdown(
+        "Upload a raw-format CSV: the 13 columns of the data API with a header "
+        f"(`{','.join(RAW_COLUMNS)}`), or the {len(FEATURE_COLUMNS)} feature columns only. "
+        "Rows are checked here first; only valid rows go to the inference service, the others are listed "
+        "with the reason."
+    )
+    upload = st.file_uploader("Raw-format CSV", type=["csv"], key=f"{KEY}file")
+    if upload is None:
+        st.info("No file uploaded yet.")
+        return
+    try:
+        raw = read_raw_csv(upload.getvalue())
+    except CsvFormatError as error:
+        st.error(f"`{upload.name}` cannot be read: {error}.")
+        return
+    # A rerun (e.g. the download click) must not predict the same file again.
+    cached = st.session_state.get(f"{KEY}outcome")
+    if cached is not None and cached[0] == upload.file_id:
+        _show(cached[1], upload.name)
+        return
+    base_url = services.url(services.settings().inference_url)
+    with st.spinner(f"Predicting {len(raw.frame)} rows..."):
+        try:
+            outcome = predict_csv(services.inference_client(base_url), raw)
+        except ServiceError as error:
+            services.show_error(error)
+            return
+    st.session_state[f"{KEY}outcome"] = (upload.file_id, outcome)
+    _show(outcome, upload.name)
+
+
+render()

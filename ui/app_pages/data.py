@@ -1,0 +1,86 @@
+"""What the data DB holds (read-only), and the data API's status endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from ui import services
+from ui.clients.data_db import DataOverview
+from ui.clients.errors import ServiceError
+
+
+def _data_api(base_url: str) -> None:
+    st.subheader("Data API")
+    st.caption(f"`GET {base_url}/` (status only: fetching batches is the DAG's job, one request per run)")
+    try:
+        status = services.data_api_status(base_url)
+    except ServiceError as error:
+        services.show_error(error)
+        return
+    st.success(f"The data API answers: {status.get('service', 'data API')} is **{status.get('status', 'up')}**.")
+    dataset: dict[str, Any] = status.get("dataset") or {}
+    if dataset:
+        columns = st.columns(4)
+        columns[0].metric("rows in the dataset", f"{dataset.get('rows', 0):,}")
+        columns[1].metric("batches", dataset.get("batches", "—"))
+        columns[2].metric("rows per portion", dataset.get("portion_size", "—"))
+        columns[3].metric("batch window (s)", status.get("min_update_time", "—"))
+    groups = status.get("groups")
+    if groups:
+        st.dataframe(pd.DataFrame(groups), hide_index=True, width="stretch")
+    with st.expander("Full answer"):
+        st.json(status)
+
+
+def _data_db(overview: DataOverview) -> None:
+    if not overview.initialised:
+        st.info("The data DB has no tables yet: the pipeline creates them in its first run.")
+        return
+    counts = overview.table_counts
+    columns = st.columns(4)
+    columns[0].metric("distinct observations", f"{counts.get('observations', 0):,}")
+    columns[1].metric("fetches (DAG runs)", f"{counts.get('fetches', 0):,}")
+    columns[2].metric("batches seen", len(overview.rows_per_batch))
+    columns[3].metric("rejected rows", f"{counts.get('rejected_rows', 0):,}")
+    if overview.rows_per_batch.empty:
+        st.info("No batch stored yet.")
+        return
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Rows per batch**")
+        per_batch = overview.rows_per_batch.assign(batch=overview.rows_per_batch["batch_number"].astype(str))
+        st.bar_chart(per_batch, x="batch", y=["rows_stored", "rows_duplicate", "rows_rejected"], sort=False)
+        st.dataframe(overview.rows_per_batch, hide_index=True, width="stretch")
+    with right:
+        st.markdown("**Class distribution (distinct observations)**")
+        st.bar_chart(overview.class_distribution, x="name", y="observations", horizontal=True, sort=False)
+        st.dataframe(overview.class_distribution, hide_index=True, width="stretch")
+    st.markdown("**Rejected rows**")
+    if overview.rejected_rows.empty:
+        st.caption("No row has been rejected.")
+    else:
+        st.dataframe(overview.rejects_by_reason, hide_index=True)
+        st.dataframe(overview.rejected_rows, hide_index=True, width="stretch")
+    with st.expander("Fetches (one per DAG run), newest first"):
+        st.dataframe(overview.fetches, hide_index=True, width="stretch")
+
+
+def render() -> None:
+    st.title("Data")
+    config = services.settings()
+    _data_api(services.url(config.data_api_url))
+    st.subheader("Data DB")
+    client = services.data_db_client(config.resolved_data_db_url)
+    st.caption(f"`{client.display_url}`, read-only")
+    try:
+        overview = services.data_overview(config.resolved_data_db_url)
+    except ServiceError as error:
+        services.show_error(error)
+        return
+    _data_db(overview)
+
+
+render()

@@ -1,0 +1,96 @@
+"""Watch and drive the DAG ``covertype_pipeline`` through the Airflow REST API v2."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import services
+from ui.clients.errors import ServiceError
+from ui.presentation import runs_frame
+
+KEY = "pipeline_"
+RECENT_RUNS = 15
+
+
+def _airflow_args() -> tuple[str, str, str | None]:
+    config = services.settings()
+    return services.url(config.airflow_api_url), config.airflow_username, config.airflow_password
+
+
+def _set_paused() -> None:
+    """Callback of the pause toggle: PATCH the DAG, and put the toggle back if Airflow refused."""
+    wanted = bool(st.session_state[f"{KEY}paused"])
+    try:
+        status = services.airflow_client(*_airflow_args()).set_paused(wanted)
+    except ServiceError as error:
+        st.session_state[f"{KEY}paused"] = not wanted
+        st.session_state[f"{KEY}flash"] = ("error", error)
+        return
+    services.dag_status.clear()
+    word = "paused" if status.is_paused else "unpaused: runs follow the schedule"
+    st.session_state[f"{KEY}flash"] = ("success", f"DAG `{status.dag_id}` {word}.")
+
+
+def _trigger() -> None:
+    """Callback of the trigger button: queue a manual run."""
+    try:
+        run = services.airflow_client(*_airflow_args()).trigger_run()
+    except ServiceError as error:
+        st.session_state[f"{KEY}flash"] = ("error", error)
+        return
+    services.dag_runs.clear()
+    st.session_state[f"{KEY}flash"] = ("success", f"Triggered run `{run.run_id}` (state: {run.state}).")
+
+
+def _show_flash() -> None:
+    flash = st.session_state.pop(f"{KEY}flash", None)
+    if flash is None:
+        return
+    kind, payload = flash
+    if kind == "error":
+        services.show_error(payload)
+    else:
+        st.success(payload)
+
+
+def render() -> None:
+    st.title("Pipeline: covertype_pipeline")
+    args = _airflow_args()
+    st.caption(f"Airflow REST API at {args[0]} as `{args[1]}`")
+    _show_flash()
+    try:
+        status = services.dag_status(*args)
+    except ServiceError as error:
+        services.show_error(error)
+        return
+    left, right = st.columns([1, 1])
+    # Mirror Airflow's state on every run, so a pause made elsewhere shows here too.
+    st.session_state[f"{KEY}paused"] = status.is_paused
+    left.toggle("DAG paused", key=f"{KEY}paused", on_change=_set_paused, help="PATCH /api/v2/dags/covertype_pipeline")
+    right.button("Trigger a run now", key=f"{KEY}trigger", on_click=_trigger, type="primary")
+    if status.is_paused:
+        st.info("The DAG is paused: scheduled runs do not start, and a triggered run waits until it is unpaused.")
+    elif status.next_run_after:
+        st.caption(f"Next scheduled run after {status.next_run_after}")
+    try:
+        runs = services.dag_runs(*args, RECENT_RUNS)
+    except ServiceError as error:
+        services.show_error(error)
+        return
+    if not runs:
+        st.info("No runs yet. Trigger one, or unpause the DAG and wait for the schedule.")
+        return
+    st.subheader(f"The {len(runs)} most recent runs")
+    st.dataframe(
+        runs_frame(runs),
+        hide_index=True,
+        width="stretch",
+        column_config={"macro-F1": st.column_config.NumberColumn(format="%.4f")},
+    )
+    if st.button("Refresh", key=f"{KEY}refresh"):
+        services.dag_runs.clear()
+        services.dag_status.clear()
+        st.rerun()
+
+
+render()

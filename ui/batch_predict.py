@@ -1,0 +1,194 @@
+"""Predict an uploaded raw-format CSV: validate rows here, send only the good ones, keep the bad with reasons.
+
+Rows are checked with the same parser the pipeline uses (``parse_features``),
+so a bad row is listed with its reason instead of sinking the whole request.
+Should the service still refuse records (422), the records it names are moved
+to the rejects with the service's own reason and the rest are sent again.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from covertype.parsing import RowError, parse_features
+from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
+from ui.clients.errors import InvalidInput
+from ui.clients.inference import InferenceClient
+from ui.presentation import cover_type_name
+
+CHUNK_SIZE = 1000
+MAX_ROWS = 50_000
+
+
+class CsvFormatError(ValueError):
+    """The file is not a raw-format CSV; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    """A row of the file that was not predicted: its line, the fields and why."""
+
+    line: int
+    fields: list[str]
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchOutcome:
+    """Predictions for the good rows (a table), the rejected rows, and which model answered."""
+
+    predictions: pd.DataFrame
+    rejected: list[RejectedLine] = field(default_factory=list)
+    model_versions: set[str] = field(default_factory=set)
+
+    def rejected_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"line": item.line, "reason": item.reason, "detail": item.detail, "row": ",".join(item.fields)}
+                for item in self.rejected
+            ],
+            columns=["line", "reason", "detail", "row"],
+        )
+
+
+@dataclass(frozen=True)
+class RawCsv:
+    """An uploaded file's rows as strings in raw-format column order."""
+
+    frame: pd.DataFrame
+    has_label: bool
+    has_header: bool
+
+    @property
+    def first_line(self) -> int:
+        """The file line number of the first data row (1-based), for messages."""
+        return 2 if self.has_header else 1
+
+
+def read_raw_csv(content: bytes) -> RawCsv:
+    """Read an uploaded file; ``has_label`` when it has a ``Cover_Type`` column.
+
+    Accepts the 13 raw columns or the 12 feature columns, with a header (any
+    column order) or without one (raw-format order).
+    """
+    if not content.strip():
+        raise CsvFormatError("the file is empty")
+    try:
+        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise CsvFormatError(f"not a readable CSV: {error}") from error
+    header = [str(name).strip() for name in frame.columns]
+    if set(FEATURE_COLUMNS) <= set(header):
+        frame.columns = header
+        has_label = LABEL_COLUMN in header
+        columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+        frame = frame[columns]
+        has_header = True
+    elif len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
+        # No header: the first line is data, in raw-format order.
+        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, header=None, skipinitialspace=True)
+        has_label = len(frame.columns) == len(RAW_COLUMNS)
+        frame.columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+        has_header = False
+    else:
+        missing = [name for name in FEATURE_COLUMNS if name not in header]
+        raise CsvFormatError(
+            f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
+            f"missing {', '.join(missing)}"
+        )
+    if len(frame) > MAX_ROWS:
+        raise CsvFormatError(f"{len(frame)} rows; the UI predicts at most {MAX_ROWS} rows per file")
+    return RawCsv(frame=frame, has_label=has_label, has_header=has_header)
+
+
+def validate_rows(
+    frame: pd.DataFrame, first_line: int
+) -> tuple[list[tuple[int, dict[str, int | str]]], list[RejectedLine]]:
+    """Split the rows into (line, record) pairs to send and rejected lines with reasons."""
+    good: list[tuple[int, dict[str, int | str]]] = []
+    rejected: list[RejectedLine] = []
+    for offset, values in enumerate(frame[list(FEATURE_COLUMNS)].itertuples(index=False, name=None)):
+        line = first_line + offset
+        try:
+            good.append((line, parse_features(list(values))))
+        except RowError as error:
+            rejected.append(RejectedLine(line, [str(value) for value in values], error.reason.value, error.detail))
+    return good, rejected
+
+
+def refused_indices(details: Any) -> dict[int, str]:
+    """Record index -> reason, from the inference service's 422 details (FastAPI ``loc`` or explicit index)."""
+    refused: dict[int, str] = {}
+    items = details if isinstance(details, list) else [details]
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        index = item.get("index", item.get("record"))
+        if index is None:
+            index = next((part for part in item.get("loc", []) if isinstance(part, int)), None)
+        if index is None:
+            continue
+        field_name = item.get("field") or next(
+            (part for part in reversed(item.get("loc", [])) if isinstance(part, str) and part in FEATURE_COLUMNS), None
+        )
+        message = str(item.get("reason") or item.get("msg") or item)
+        refused[int(index)] = f"{field_name}: {message}" if field_name else message
+    return refused
+
+
+def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
+    """Validate, predict the good rows in chunks, and gather the table and the rejects."""
+    good, rejected = validate_rows(raw.frame, raw.first_line)
+    rows: list[dict[str, Any]] = []
+    versions: set[str] = set()
+    for start in range(0, len(good), CHUNK_SIZE):
+        chunk = good[start : start + CHUNK_SIZE]
+        try:
+            result = client.predict([record for _, record in chunk])
+        except InvalidInput as error:
+            refused = refused_indices(error.details)
+            if not refused:
+                raise
+            rejected.extend(
+                RejectedLine(line, [str(v) for v in record.values()], "refused_by_api", refused[i])
+                for i, (line, record) in enumerate(chunk)
+                if i in refused
+            )
+            chunk = [pair for i, pair in enumerate(chunk) if i not in refused]
+            if not chunk:
+                continue
+            result = client.predict([record for _, record in chunk])
+        versions.add(str(result.model_version))
+        for (line, record), prediction in zip(chunk, result.predictions, strict=True):
+            probabilities = {cover_type_name(k): v for k, v in prediction.probabilities.items()}
+            rows.append(
+                {
+                    "line": line,
+                    "predicted_cover_type": prediction.cover_type,
+                    "predicted_name": prediction.cover_type_name,
+                    "probability": max(probabilities.values()) if probabilities else None,
+                    **record,
+                }
+            )
+    table = pd.DataFrame(rows)
+    if raw.has_label and not table.empty:
+        # The file's own label beside the prediction, for comparison.
+        labels = raw.frame[LABEL_COLUMN].reset_index(drop=True)
+        table.insert(4, LABEL_COLUMN, [labels[line - raw.first_line] for line in table["line"]])
+    rejected.sort(key=lambda item: item.line)
+    return BatchOutcome(predictions=table, rejected=rejected, model_versions=versions)
+
+
+def agreement(table: pd.DataFrame) -> float | None:
+    """Share of predicted rows whose given ``Cover_Type`` (1..7) equals the prediction, when labels are present."""
+    if LABEL_COLUMN not in table or table.empty:
+        return None
+    labels = pd.to_numeric(table[LABEL_COLUMN], errors="coerce")
+    if not labels.isin(list(COVER_TYPE_NAMES)).all():
+        return None  # 0..6 or malformed labels: no comparison rather than a wrong one
+    return float((labels == table["predicted_cover_type"]).mean())

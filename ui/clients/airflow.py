@@ -1,0 +1,216 @@
+"""A small client of the Airflow 3 REST API v2, for watching and driving ``covertype_pipeline``.
+
+Airflow 3 authenticates API calls with a JWT from ``POST /auth/token``; the
+token is fetched on first use and fetched again once when a call answers 401
+(the token expired or the api-server's secret changed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ui.clients.errors import AuthRefused, ServiceError, UnexpectedResponse, response_detail, transport_errors
+
+SERVICE = "Airflow API"
+DAG_ID = "covertype_pipeline"
+DEFAULT_TIMEOUT_S = 10.0
+PAYLOAD_TASK = "fetch"  # returns the raw rows: large, read only when needed
+PAYLOAD_SUMMARY_TASK = "store"
+
+
+@dataclass(frozen=True)
+class DagRun:
+    """One run of the DAG as the API reports it, plus what its tasks returned (XCom ``return_value``)."""
+
+    run_id: str
+    state: str
+    run_type: str
+    run_after: str | None
+    start_date: str | None
+    end_date: str | None
+    task_states: dict[str, str | None] = field(default_factory=dict)
+    task_results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DagStatus:
+    """Whether the DAG is known to Airflow and paused."""
+
+    dag_id: str
+    is_paused: bool
+    next_run_after: str | None
+
+
+class AirflowClient:
+    """Calls the Airflow REST API v2 with the credentials given; every call has a timeout."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str | None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        dag_id: str = DAG_ID,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.dag_id = dag_id
+        self.timeout_s = timeout_s
+        self._username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
+
+    # Authentication -----------------------------------------------------------------------------
+
+    def _fetch_token(self) -> str:
+        if not self._password:
+            raise AuthRefused(
+                SERVICE,
+                "no password configured",
+                "AIRFLOW_PASSWORD (and AIRFLOW_USERNAME) in the UI's environment",
+            )
+        with transport_errors(SERVICE, self.base_url, "AIRFLOW_API_URL", self.timeout_s):
+            response = self._http.post("/auth/token", json={"username": self._username, "password": self._password})
+        if response.status_code in (401, 403):
+            raise AuthRefused(
+                SERVICE,
+                f"login as {self._username!r} refused ({response.status_code})",
+                "AIRFLOW_USERNAME and AIRFLOW_PASSWORD match the api-server's users",
+            )
+        if response.status_code not in (200, 201):
+            raise UnexpectedResponse(
+                SERVICE,
+                f"POST /auth/token answered {response.status_code}: {response_detail(response)}",
+                "that AIRFLOW_API_URL points at an Airflow 3 api-server",
+            )
+        token = response.json().get("access_token")
+        if not token:
+            raise UnexpectedResponse(SERVICE, "POST /auth/token returned no access_token", "the Airflow version (3.x)")
+        return str(token)
+
+    def _auth_header(self, *, refresh: bool = False) -> dict[str, str]:
+        with self._token_lock:
+            if refresh or self._token is None:
+                self._token = self._fetch_token()
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def _request(self, method: str, path: str, *, allow_404: bool = False, **kwargs: Any) -> httpx.Response:
+        """One authenticated call; a 401 renews the token once before giving up."""
+        for refresh in (False, True):
+            headers = self._auth_header(refresh=refresh)
+            with transport_errors(SERVICE, self.base_url, "AIRFLOW_API_URL", self.timeout_s):
+                response = self._http.request(method, path, headers=headers, **kwargs)
+            if response.status_code != 401:
+                break
+        if response.status_code in (401, 403):
+            raise AuthRefused(
+                SERVICE,
+                f"{method} {path} refused ({response.status_code}): {response_detail(response)}",
+                "that the Airflow user has access to the DAG",
+            )
+        if response.status_code == 404 and not allow_404:
+            raise ServiceError(
+                SERVICE,
+                f"{method} {path} answered 404: {response_detail(response)}",
+                f"that the DAG {self.dag_id!r} is deployed and parsed without import errors",
+            )
+        if response.status_code >= 400 and response.status_code != 404:
+            raise UnexpectedResponse(
+                SERVICE,
+                f"{method} {path} answered {response.status_code}: {response_detail(response)}",
+                "the api-server's log",
+            )
+        return response
+
+    # The DAG -------------------------------------------------------------------------------------
+
+    def dag_status(self) -> DagStatus:
+        """Whether the DAG is paused (``GET /api/v2/dags/{dag_id}``)."""
+        body = self._request("GET", f"/api/v2/dags/{self.dag_id}").json()
+        return DagStatus(
+            dag_id=body.get("dag_id", self.dag_id),
+            is_paused=bool(body.get("is_paused")),
+            next_run_after=body.get("next_dagrun_run_after"),
+        )
+
+    def set_paused(self, paused: bool) -> DagStatus:
+        """Pause or unpause the DAG; returns the state Airflow reports afterwards."""
+        body = self._request("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": paused}).json()
+        return DagStatus(
+            dag_id=body.get("dag_id", self.dag_id),
+            is_paused=bool(body.get("is_paused")),
+            next_run_after=body.get("next_dagrun_run_after"),
+        )
+
+    def trigger_run(self) -> DagRun:
+        """Queue a manual run now; ``logical_date`` must be sent (as null) or Airflow 3 answers 422."""
+        body = self._request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None}).json()
+        return _dag_run(body)
+
+    def recent_runs(self, limit: int = 10, *, with_results: bool = True) -> list[DagRun]:
+        """The newest runs first, each with its task states and the small dicts its tasks returned."""
+        body = self._request(
+            "GET",
+            f"/api/v2/dags/{self.dag_id}/dagRuns",
+            params={"limit": limit, "order_by": "-run_after"},
+        ).json()
+        runs = [_dag_run(item) for item in body.get("dag_runs", [])]
+        if not with_results:
+            return runs
+        return [self._with_task_results(run) for run in runs]
+
+    def _with_task_results(self, run: DagRun) -> DagRun:
+        instances = self._request(
+            "GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run.run_id}/taskInstances", params={"limit": 100}
+        ).json()
+        states: dict[str, str | None] = {
+            instance["task_id"]: instance.get("state") for instance in instances.get("task_instances", [])
+        }
+        results: dict[str, Any] = {}
+        for task_id, state in states.items():
+            # The fetch task returns the whole payload; the store task's summary repeats its batch number,
+            # so the payload is read only when the store task has no result.
+            if state != "success" or (task_id == PAYLOAD_TASK and states.get(PAYLOAD_SUMMARY_TASK) == "success"):
+                continue
+            value = self._return_value(run.run_id, task_id)
+            if isinstance(value, dict):
+                value = {key: item for key, item in value.items() if key != "rows"}
+            if value is not None:
+                results[task_id] = value
+        return DagRun(**{**run.__dict__, "task_states": states, "task_results": results})
+
+    def _return_value(self, run_id: str, task_id: str) -> Any:
+        """What a task returned, or None when it returned nothing (no XCom entry: 404)."""
+        path = f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        response = self._request("GET", path, allow_404=True)
+        if response.status_code == 404:
+            return None
+        value = response.json().get("value")
+        # The API returns the stored value; depending on how the task serialised it, that is
+        # already a dict or a JSON string of one.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _dag_run(body: dict[str, Any]) -> DagRun:
+    return DagRun(
+        run_id=str(body.get("dag_run_id") or body.get("run_id")),
+        state=str(body.get("state")),
+        run_type=str(body.get("run_type")),
+        run_after=body.get("run_after"),
+        start_date=body.get("start_date"),
+        end_date=body.get("end_date"),
+    )

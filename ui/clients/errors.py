@@ -1,0 +1,78 @@
+"""One error type for every failed call, so each page shows the same kind of message.
+
+A page never sees an ``httpx`` or MLflow exception: clients turn each failure
+into a ``ServiceError`` that names the service, says what went wrong and what
+to check. The UI shows ``str(error)`` and nothing else (no stack trace).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+class ServiceError(Exception):
+    """A call to one of the stack's services failed; ``hint`` says what to check."""
+
+    def __init__(self, service: str, problem: str, hint: str) -> None:
+        super().__init__(f"{service}: {problem}. Check: {hint}")
+        self.service = service
+        self.problem = problem
+        self.hint = hint
+
+
+class ServiceUnreachable(ServiceError):
+    """Nothing answered (connection refused, DNS failure, timeout)."""
+
+
+class AuthRefused(ServiceError):
+    """The service answered but refused the credentials."""
+
+
+class NoModelYet(ServiceError):
+    """The inference service runs but has no production model loaded (HTTP 503)."""
+
+
+class InvalidInput(ServiceError):
+    """The service refused the request's content (HTTP 422); ``details`` holds its explanation."""
+
+    def __init__(self, service: str, problem: str, hint: str, details: object) -> None:
+        super().__init__(service, problem, hint)
+        self.details = details
+
+
+class UnexpectedResponse(ServiceError):
+    """The service answered with a status or body the UI does not know how to read."""
+
+
+def response_detail(response: httpx.Response) -> str:
+    """The service's own explanation of a failed response, short enough for one message."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:300] if text else response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:300]
+    return str(body)[:300]
+
+
+@contextmanager
+def transport_errors(service: str, url: str, env_var: str, timeout_s: float) -> Iterator[None]:
+    """Turn a transport failure of a call to ``service`` into ``ServiceUnreachable`` naming what to check."""
+    try:
+        yield
+    except httpx.TimeoutException as error:
+        raise ServiceUnreachable(
+            service,
+            f"no answer from {url} within {timeout_s:g} s",
+            f"that the service is up and not overloaded, and that {env_var} points at it",
+        ) from error
+    except httpx.TransportError as error:
+        raise ServiceUnreachable(
+            service,
+            f"cannot connect to {url} ({type(error).__name__})",
+            f"that the service is running and that {env_var} points at it",
+        ) from error

@@ -1,0 +1,151 @@
+"""A client of the inference service: ``POST /predict``, ``GET /model``, ``GET /health``.
+
+The service answers 503 while it has no production model and 422 with
+per-record details for invalid input; both become distinct ``ServiceError``s
+so a page can say "no model yet" or list the refused records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ui.clients.errors import (
+    InvalidInput,
+    NoModelYet,
+    UnexpectedResponse,
+    response_detail,
+    transport_errors,
+)
+
+SERVICE = "Inference API"
+DEFAULT_TIMEOUT_S = 30.0
+NO_MODEL_HINT = (
+    "that the pipeline has registered a model with the production alias "
+    "(run the DAG on the Pipeline page), then wait for the inference service to load it"
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One record's answer: the cover type, its name and every class's probability."""
+
+    cover_type: int
+    cover_type_name: str
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """The answers to one request, and which model version gave them."""
+
+    predictions: list[Prediction]
+    model_name: str | None
+    model_version: str | None
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GET /model`` reports about the loaded model."""
+
+    name: str | None
+    version: str | None
+    alias: str | None
+    run_id: str | None
+    loaded_at: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class InferenceClient:
+    """Calls the inference service with a timeout on every request."""
+
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with transport_errors(SERVICE, self.base_url, "INFERENCE_URL", self.timeout_s):
+            response = self._http.request(method, path, **kwargs)
+        if response.status_code == 503:
+            raise NoModelYet(SERVICE, f"no model loaded yet ({response_detail(response)})", NO_MODEL_HINT)
+        if response.status_code == 422:
+            details = _json_or_text(response)
+            raise InvalidInput(
+                SERVICE,
+                "the request was refused as invalid (422)",
+                "the listed records and fields",
+                details.get("detail", details) if isinstance(details, dict) else details,
+            )
+        if response.status_code != 200:
+            raise UnexpectedResponse(
+                SERVICE,
+                f"{method} {path} answered {response.status_code}: {response_detail(response)}",
+                "that INFERENCE_URL points at the inference service, and its log",
+            )
+        return response
+
+    def health(self) -> dict[str, Any]:
+        """The liveness document (``GET /health``)."""
+        return self._call("GET", "/health").json()
+
+    def model_info(self) -> ModelInfo:
+        """The loaded model (``GET /model``); raises ``NoModelYet`` before the first model."""
+        body = self._call("GET", "/model").json()
+        return ModelInfo(
+            name=body.get("name") or body.get("model_name"),
+            version=_text(body.get("version") or body.get("model_version")),
+            alias=body.get("alias") or body.get("model_alias"),
+            run_id=body.get("run_id"),
+            loaded_at=_text(body.get("loaded_at")),
+            metrics={key: float(value) for key, value in (body.get("metrics") or {}).items()},
+        )
+
+    def predict(self, records: Sequence[dict[str, int | str]]) -> PredictionResult:
+        """Predict the records in one request (``{"instances": [...]}``)."""
+        body = self._call("POST", "/predict", json={"instances": list(records)}).json()
+        return _prediction_result(body)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _prediction_result(body: dict[str, Any]) -> PredictionResult:
+    try:
+        items = body["predictions"]
+        predictions = [
+            Prediction(
+                cover_type=int(item["cover_type"]),
+                cover_type_name=str(item.get("cover_type_name") or item.get("name") or item["cover_type"]),
+                probabilities={str(key): float(value) for key, value in item.get("probabilities", {}).items()},
+            )
+            for item in items
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        raise UnexpectedResponse(
+            SERVICE,
+            f"POST /predict returned a body the UI cannot read ({type(error).__name__}: {error})",
+            "that the inference service and the UI are the same release",
+        ) from error
+    model = body.get("model") if isinstance(body.get("model"), dict) else body
+    return PredictionResult(
+        predictions=predictions,
+        model_name=model.get("model_name") or model.get("name"),
+        model_version=_text(model.get("model_version") or model.get("version")),
+        run_id=model.get("run_id"),
+    )

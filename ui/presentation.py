@@ -1,0 +1,89 @@
+"""Small conversions from client results to the frames the pages chart or tabulate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from covertype.schema import COVER_TYPE_NAMES
+from ui.clients.airflow import DagRun
+
+# The DAG's task ids (airflow/dags/covertype_pipeline.py); each returns a small dict
+# (covertype.pipeline): store -> FetchSummary, train_and_log -> TrainedRun, register_and_promote -> PromotionResult.
+FETCH_TASK = "fetch"
+STORE_TASK = "store"
+TRAIN_TASK = "train_and_log"
+PROMOTE_TASK = "register_and_promote"
+
+
+def cover_type_name(key: str) -> str:
+    """A probability's key as a cover type name: the service may key by class number or by name."""
+    if key.isdigit() and int(key) in COVER_TYPE_NAMES:
+        return COVER_TYPE_NAMES[int(key)]
+    return key
+
+
+def probability_frame(probabilities: dict[str, float]) -> pd.DataFrame:
+    """One row per cover type, in class order, with its probability."""
+    frame = pd.DataFrame(
+        {"cover type": [cover_type_name(key) for key in probabilities], "probability": list(probabilities.values())}
+    )
+    order = {name: index for index, name in enumerate(COVER_TYPE_NAMES.values())}
+    return frame.sort_values("cover type", key=lambda names: names.map(order)).reset_index(drop=True)
+
+
+def _result(run: DagRun, task: str, key: str) -> Any:
+    value = run.task_results.get(task)
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _promotion(run: DagRun) -> str | None:
+    promoted = _result(run, PROMOTE_TASK, "promoted")
+    if promoted is None:
+        return None
+    reason = _result(run, PROMOTE_TASK, "reason")
+    return f"{'yes' if promoted else 'no'} ({reason})" if reason else ("yes" if promoted else "no")
+
+
+def _short_time(value: str | None) -> str | None:
+    """An API timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC), or None."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return value
+
+
+def _task_summary(states: dict[str, str | None]) -> str:
+    """``all success`` / ``all skipped``, or each task whose state differs from success."""
+    distinct = set(states.values())
+    if len(distinct) == 1:
+        return f"all {next(iter(distinct))}"
+    return ", ".join(f"{task}: {state}" for task, state in states.items() if state != "success")
+
+
+def runs_frame(runs: list[DagRun]) -> pd.DataFrame:
+    """One row per DAG run: when, state, and what its tasks returned (batch, rows, score, promotion)."""
+    rows = []
+    for run in runs:
+        batch = _result(run, STORE_TASK, "batch_number")
+        rows.append(
+            {
+                "started (UTC)": _short_time(run.start_date or run.run_after),
+                "state": run.state,
+                "batch": batch if batch is not None else _result(run, FETCH_TASK, "batch_number"),
+                "rows fetched": _result(run, STORE_TASK, "rows_received"),
+                "new rows stored": _result(run, STORE_TASK, "rows_stored"),
+                "duplicates": _result(run, STORE_TASK, "rows_duplicate"),
+                "rejected": _result(run, STORE_TASK, "rows_rejected"),
+                "macro-F1": _result(run, TRAIN_TASK, "macro_f1"),
+                "model version": _result(run, PROMOTE_TASK, "version"),
+                "promoted": _promotion(run),
+                "tasks": _task_summary(run.task_states) if run.task_states else None,
+                "run": run.run_id,
+            }
+        )
+    return pd.DataFrame(rows)
