@@ -1,0 +1,102 @@
+"""The FastAPI application: wiring of settings, model holder, predictor, metrics and routes.
+
+Run with ``uvicorn --factory inference.app:create_app`` (one process: the
+model lives in memory once and the micro-batcher needs all requests in one
+event loop). Nothing here touches the registry at import or construction;
+the first check happens at start-up and never fails the start.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from threadpoolctl import threadpool_limits
+
+from covertype.settings import Settings, get_settings
+from inference.metrics import MetricsMiddleware, ServiceMetrics
+from inference.model_holder import ModelHolder
+from inference.predictor import BatchingPredictor
+from inference.routes import build_router
+from inference.schemas import describe_error
+
+logger = logging.getLogger(__name__)
+MAX_REPORTED_ERRORS = 100
+
+DESCRIPTION = """
+Predicts the forest cover type (1..7) of observations in the raw format of the
+data API, with the model version registered as `models:/{name}@{alias}` in MLflow.
+
+* `POST /predict`: one record, or `{{"instances": [...]}}`; invalid records get a 422 naming
+  the record index, the field and the reason; 503 while no model is loaded (the message says why).
+* The alias is re-checked in the background; a new version is swapped in without failing a request.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the registry is first checked when the app starts (lifespan), not here."""
+    settings = settings or get_settings()
+    holder = ModelHolder(
+        tracking_uri=settings.resolved_mlflow_tracking_uri,
+        model_name=settings.model_name,
+        model_alias=settings.model_alias,
+        poll_interval_s=settings.model_poll_interval_s,
+    )
+    metrics = ServiceMetrics(holder)
+    predictor = BatchingPredictor(holder, on_batch=metrics.model_batch_records.observe)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Native pools limited to one thread; the predictor's single thread uses the second core.
+        limiter = threadpool_limits(limits=1)
+        result = await run_in_threadpool(holder.refresh)
+        logger.info("start-up check of %s: %s", settings.model_uri, result.status.message)
+        # Everything loaded so far (libraries, the model) lives as long as the process: keep it out of
+        # the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
+        gc.freeze()
+        holder.start_watcher()
+        await predictor.start()
+        try:
+            yield
+        finally:
+            await predictor.stop()
+            holder.stop_watcher()
+            # Undo the process-wide settings: matters when several apps share a process (tests).
+            gc.unfreeze()
+            limiter.restore_original_limits()
+
+    app = FastAPI(
+        title="Forest cover type inference",
+        description=DESCRIPTION.format(name=settings.model_name, alias=settings.model_alias),
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.predictor = predictor
+    app.state.metrics = metrics
+    app.include_router(build_router(settings.predict_max_instances))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        """422 as a list of {index, field, reason}, the first MAX_REPORTED_ERRORS of them."""
+        errors = error.errors()
+        items = [
+            describe_error(item, settings.predict_max_instances).model_dump() for item in errors[:MAX_REPORTED_ERRORS]
+        ]
+        content: dict[str, object] = {"detail": items}
+        if len(errors) > MAX_REPORTED_ERRORS:
+            content["errors_total"] = len(errors)
+        return JSONResponse(status_code=422, content=jsonable_encoder(content))
+
+    return app

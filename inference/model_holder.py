@@ -1,0 +1,325 @@
+"""The model being served, resolved from the registry alias and swapped atomically when the alias moves.
+
+Requests read ``holder.current`` once and use that immutable snapshot until
+they answer, so a swap (a single reference assignment) never changes the model
+under a request in flight. All registry traffic and model loading happen in
+the caller's thread (start-up, the watcher thread or ``/model/reload``), never
+in a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow.sklearn
+import skops.io  # noqa: F401 - imported at start-up (seconds on a busy machine), not inside the first model load
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+import mlflow
+from inference.serving import prepare_for_serving
+from mlflow import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryState(StrEnum):
+    """The outcome of the last registry check, as /health and the 503 message report it."""
+
+    PENDING = "pending"
+    OK = "ok"
+    NO_REGISTERED_MODEL = "no_registered_model"
+    ALIAS_NOT_SET = "alias_not_set"
+    UNREACHABLE = "registry_unreachable"
+    LOAD_FAILED = "load_failed"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One loaded model version with what the API reports about it; never mutated after creation."""
+
+    name: str
+    alias: str
+    version: str
+    run_id: str | None
+    model: Any
+    class_labels: tuple[int, ...]
+    loaded_at: datetime
+    load_seconds: float
+    artifact_bytes: int
+    metrics: dict[str, float]
+    run_tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RegistryStatus:
+    """What the last check of the alias found; ``message`` is written for a human."""
+
+    state: RegistryState
+    message: str
+    checked_at: datetime | None = None
+    last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a check did: whether it swapped the model, and the status after it."""
+
+    swapped: bool
+    status: RegistryStatus
+    current: LoadedModel | None = field(default=None, repr=False)
+
+
+def redact_uri(uri: str) -> str:
+    """A tracking URI without user info, so status messages never leak credentials."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _directory_bytes(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def _is_missing(error: MlflowException) -> bool:
+    """MLflow reports a missing model as RESOURCE_DOES_NOT_EXIST and a missing alias as INVALID_PARAMETER_VALUE."""
+    return error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+class ModelHolder:
+    """Resolves ``models:/{name}@{alias}``, loads new versions and keeps the one being served."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        model_alias: str,
+        poll_interval_s: float,
+        prepare_model: Callable[[Any], list[str]] = prepare_for_serving,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.model_alias = model_alias
+        self.poll_interval_s = poll_interval_s
+        self._prepare_model = prepare_model
+        self._client_instance: MlflowClient | None = None
+        self._current: LoadedModel | None = None
+        self._status = RegistryStatus(RegistryState.PENDING, "the registry has not been checked yet")
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._swap_listeners: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The snapshot to answer with; read it once per request (or batch)."""
+        return self._current
+
+    @property
+    def status(self) -> RegistryStatus:
+        """The outcome of the last registry check."""
+        return self._status
+
+    @property
+    def public_tracking_uri(self) -> str:
+        """The tracking URI without credentials."""
+        return redact_uri(self.tracking_uri)
+
+    def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call ``listener`` with each newly served model (metrics use it)."""
+        self._swap_listeners.append(listener)
+
+    def unavailable_reason(self) -> str:
+        """Why no model is being served, naming what is missing."""
+        status = self._status
+        if status.state is RegistryState.PENDING:
+            return f"no model loaded yet: the first check of models:/{self.model_name}@{self.model_alias} is pending"
+        return f"no model loaded: {status.message}"
+
+    def refresh(self) -> RefreshResult:
+        """Check the alias once and, if it names another version than the one served, load and swap to it.
+
+        Registry errors never propagate: they become the status (and are
+        logged), and the model already loaded stays in service.
+        """
+        with self._refresh_lock:
+            swapped = self._refresh_locked()
+            return RefreshResult(swapped=swapped, status=self._status, current=self._current)
+
+    @property
+    def _client(self) -> MlflowClient:
+        """Created on first use: for an SQLite URI the constructor already opens (and migrates) the store."""
+        if self._client_instance is None:
+            self._client_instance = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client_instance
+
+    def _refresh_locked(self) -> bool:
+        now = datetime.now(UTC)
+        version = self._resolve_alias(now)
+        if version is None:
+            return False
+        served = self._current
+        if served is not None and served.version == str(version.version):
+            self._set_status(self._serving_message(served), now, success=True)
+            return False
+        try:
+            loaded = self._load(str(version.version), version.run_id)
+        except Exception as error:
+            logger.exception("loading version %s of %s failed", version.version, self.model_name)
+            message = (
+                f"version {version.version} of registered model '{self.model_name}' could not be loaded: "
+                f"{type(error).__name__}: {error}"
+            )
+            self._set_status((RegistryState.LOAD_FAILED, message), now)
+            return False
+        self._current = loaded
+        logger.info(
+            "now serving %s version %s (run %s), loaded in %.2f s",
+            self.model_name,
+            loaded.version,
+            loaded.run_id,
+            loaded.load_seconds,
+        )
+        for listener in self._swap_listeners:
+            listener(loaded)
+        self._set_status(self._serving_message(loaded), now, success=True)
+        return True
+
+    def _resolve_alias(self, now: datetime) -> ModelVersion | None:
+        """The version the alias names, or None with the status saying why there is none."""
+        try:
+            return self._client.get_model_version_by_alias(self.model_name, self.model_alias)
+        except MlflowException as error:
+            if not _is_missing(error):
+                self._set_unreachable(error, now)
+                return None
+            try:
+                missing = self._missing_state()
+            except Exception as inner:
+                self._set_unreachable(inner, now)
+                return None
+            self._set_status(missing, now)
+            return None
+        except Exception as error:  # the registry's transport errors are not MlflowExceptions
+            self._set_unreachable(error, now)
+            return None
+
+    def _serving_message(self, model: LoadedModel) -> tuple[RegistryState, str]:
+        return RegistryState.OK, f"serving version {model.version} of models:/{self.model_name}@{self.model_alias}"
+
+    def _missing_state(self) -> tuple[RegistryState, str]:
+        """Tell "no registered model" from "alias not set" (MLflow uses one error code family for both)."""
+        try:
+            self._client.get_registered_model(self.model_name)
+        except MlflowException as error:
+            if _is_missing(error):
+                return (
+                    RegistryState.NO_REGISTERED_MODEL,
+                    f"no registered model '{self.model_name}' in the MLflow registry at {self.public_tracking_uri}"
+                    " (has the training pipeline registered one?)",
+                )
+            raise
+        return (
+            RegistryState.ALIAS_NOT_SET,
+            f"registered model '{self.model_name}' exists but has no alias '{self.model_alias}'"
+            " (no version has been promoted yet)",
+        )
+
+    def _set_status(self, state_message: tuple[RegistryState, str], now: datetime, success: bool = False) -> None:
+        state, message = state_message
+        if self._current is not None and state is not RegistryState.OK:
+            message = f"{message}; still serving version {self._current.version}"
+        if state is not self._status.state:
+            logger.info("registry status: %s: %s", state, message)
+        self._status = RegistryStatus(
+            state,
+            message,
+            checked_at=now,
+            last_success_at=now if success else self._status.last_success_at,
+        )
+
+    def _set_unreachable(self, error: Exception, now: datetime) -> None:
+        message = f"MLflow registry at {self.public_tracking_uri} unreachable: {type(error).__name__}: {error}"
+        if isinstance(error, ImportError):
+            # e.g. an sqlite:// URI in the image, which has mlflow-skinny (no SQL store): a configuration error.
+            message += " (this installation cannot open that kind of store: point MLFLOW_TRACKING_URI at a server)"
+        logger.warning("%s", message)
+        self._set_status((RegistryState.UNREACHABLE, message), now)
+
+    def _load(self, version: str, run_id: str | None) -> LoadedModel:
+        started = time.perf_counter()
+        # Load the version number, not the alias: the alias may move between
+        # resolving it and downloading, and we must report what we serve.
+        # Resolve the artifact location with our own client: a ``models:/`` URI would be resolved
+        # through MLflow's *global* registry URI, not the one this holder was given.
+        artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
+        with tempfile.TemporaryDirectory(prefix="covertype-model-") as download_dir:
+            local_path = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri, dst_path=download_dir, tracking_uri=self.tracking_uri
+                )
+            )
+            artifact_bytes = _directory_bytes(local_path)
+            model = mlflow.sklearn.load_model(str(local_path))
+        changes = self._prepare_model(model)
+        if changes:
+            logger.info("version %s prepared for serving: %s", version, "; ".join(changes))
+        classes = tuple(int(label) for label in getattr(model, "classes_", ()))
+        if not hasattr(model, "predict_proba") or not classes:
+            raise TypeError(f"version {version} is a {type(model).__name__} without predict_proba/classes_")
+        metrics: dict[str, float] = {}
+        tags: dict[str, str] = {}
+        if run_id:
+            run = self._client.get_run(run_id)
+            metrics = dict(run.data.metrics)
+            tags = {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")}
+        return LoadedModel(
+            name=self.model_name,
+            alias=self.model_alias,
+            version=version,
+            run_id=run_id,
+            model=model,
+            class_labels=classes,
+            loaded_at=datetime.now(UTC),
+            load_seconds=time.perf_counter() - started,
+            artifact_bytes=artifact_bytes,
+            metrics=metrics,
+            run_tags=tags,
+        )
+
+    def start_watcher(self) -> None:
+        """Check the alias every ``poll_interval_s`` seconds in a daemon thread."""
+        if self._watcher is not None:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watcher(self, timeout_s: float = 10.0) -> None:
+        """Stop the watcher and wait for a check in progress to end."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout_s)
+            self._watcher = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_interval_s):
+            try:
+                self.refresh()
+            except Exception:
+                # refresh() turns registry errors into the status; anything else is a bug to see in the
+                # log, but the watcher must survive it to keep the service up to date.
+                logger.exception("model watcher check failed")

@@ -1,0 +1,174 @@
+"""Micro-batching of prediction requests: one ``predict_proba`` call for all records waiting.
+
+Most of the cost of a one-row prediction is fixed per call (the
+ColumnTransformer, pandas, the forest's set-up), not per row. So requests are
+queued, and a single worker takes *everything* that queued while the previous
+call ran and predicts it in one call. At concurrency 1 nothing waits (the
+queue holds one request, which goes straight through); under load, batches
+grow by themselves. No timer, so no latency is added to wait for company.
+
+The call runs in one dedicated thread: on two cores, one thread predicting
+while the event loop parses and answers requests uses both cores without
+oversubscribing them (thread pools of the model are limited to one thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import pandas as pd
+import sklearn
+
+from covertype.schema import FEATURE_COLUMNS, NUMERIC_COLUMN_NAMES, SOIL_COLUMN, WILDERNESS_COLUMN, Observation
+from inference.model_holder import LoadedModel, ModelHolder
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(RuntimeError):
+    """No model is loaded; the message says what is missing in the registry."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The probabilities of a request's records, with the model version that computed them."""
+
+    model: LoadedModel
+    probabilities: np.ndarray  # shape (records, classes), columns in model.class_labels order
+
+
+@dataclass
+class _Job:
+    records: Sequence[Observation]
+    future: asyncio.Future[Prediction]
+
+
+def records_frame(records: Sequence[Observation]) -> pd.DataFrame:
+    """The model's input: the 12 raw columns in schema order, with the dtypes of the training data.
+
+    Numbers go through one int64 matrix and the categories through object
+    arrays: about twice as fast as a dict of lists on 1,000 records (pandas
+    then infers its string dtype, as ``read_csv`` did for training).
+    """
+    numbers = np.array([[getattr(record, column) for column in NUMERIC_COLUMN_NAMES] for record in records], np.int64)
+    data: dict[str, np.ndarray] = {column: numbers[:, index] for index, column in enumerate(NUMERIC_COLUMN_NAMES)}
+    for column in (WILDERNESS_COLUMN, SOIL_COLUMN):
+        data[column] = np.array([getattr(record, column) for record in records], dtype=object)
+    return pd.DataFrame(data, columns=list(FEATURE_COLUMNS), copy=False)
+
+
+def predict_frame(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
+    """``predict_proba`` with sklearn's input re-validation skipped: the API already validated every value."""
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        return model.model.predict_proba(frame)
+
+
+class BatchingPredictor:
+    """Queues prediction jobs and answers them in as few ``predict_proba`` calls as possible."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        max_batch_records: int = 4096,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._holder = holder
+        self._max_batch_records = max_batch_records
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.batches = 0
+        self.records = 0
+
+    async def start(self) -> None:
+        """Start the worker; call from the running event loop (the app's lifespan)."""
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._worker = asyncio.create_task(self._run(), name="predict-batcher")
+
+    async def stop(self) -> None:
+        """Stop the worker; queued jobs are failed rather than left hanging."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        if self._queue is not None:
+            while not self._queue.empty():
+                job = self._queue.get_nowait()
+                if not job.future.done():
+                    job.future.set_exception(ModelUnavailableError("the service is shutting down"))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def predict(self, records: Sequence[Observation]) -> Prediction:
+        """Probabilities for ``records``, computed together with whatever else is waiting."""
+        if self._queue is None:
+            raise RuntimeError("BatchingPredictor.start() was not called")
+        if self._holder.current is None:
+            raise ModelUnavailableError(self._holder.unavailable_reason())
+        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(records, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            jobs = await self._take_batch()
+            if jobs:
+                await self._answer(jobs)
+
+    async def _take_batch(self) -> list[_Job]:
+        """The next job and every job queued behind it, up to ``max_batch_records`` (at least one job)."""
+        assert self._queue is not None
+        jobs = [await self._queue.get()]
+        count = len(jobs[0].records)
+        while count < self._max_batch_records and not self._queue.empty():
+            job = self._queue.get_nowait()
+            jobs.append(job)
+            count += len(job.records)
+        return [job for job in jobs if not job.future.done()]  # not the clients that went away
+
+    async def _answer(self, jobs: list[_Job]) -> None:
+        # One snapshot for the whole batch: a swap during the call changes nothing for it.
+        model = self._holder.current
+        if model is None:
+            _fail(jobs, ModelUnavailableError(self._holder.unavailable_reason()))
+            return
+        count = sum(len(job.records) for job in jobs)
+        try:
+            probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, model, jobs)
+        except asyncio.CancelledError:
+            _fail(jobs, ModelUnavailableError("the service is shutting down"))
+            raise
+        except Exception as error:
+            logger.exception("prediction of a batch of %d records failed", count)
+            _fail(jobs, error)
+            return
+        self.batches += 1
+        self.records += count
+        if self._on_batch is not None:
+            self._on_batch(count)
+        start = 0
+        for job in jobs:
+            end = start + len(job.records)
+            if not job.future.done():
+                job.future.set_result(Prediction(model, probabilities[start:end]))
+            start = end
+
+    @staticmethod
+    def _predict(model: LoadedModel, jobs: list[_Job]) -> np.ndarray:
+        records = jobs[0].records if len(jobs) == 1 else list(chain.from_iterable(job.records for job in jobs))
+        return predict_frame(model, records_frame(records))
+
+
+def _fail(jobs: list[_Job], error: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(error)

@@ -1,0 +1,197 @@
+"""The model's life in the service: 503 before there is one, swaps under load, /model, /metrics, /health."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pandas as pd
+from fastapi.testclient import TestClient
+from sklearn.pipeline import Pipeline
+
+import mlflow
+from covertype.schema import COVER_TYPE_NAMES
+from covertype.settings import Settings
+from inference.app import create_app
+from mlflow import MlflowClient
+from tests.inference.model_factory import register_pipeline
+from tests.inference.stores import ServingStore, Store, record_of
+
+
+def wait_for(condition: Callable[[], bool], attempts: int = 200, pause_s: float = 0.05) -> bool:
+    """Poll ``condition`` a bounded number of times (no assertion on time itself)."""
+    for _ in range(attempts):
+        if condition():
+            return True
+        time.sleep(pause_s)
+    return condition()
+
+
+def test_before_any_model_predict_is_503_naming_the_missing_model(store: Store, shared_frame: pd.DataFrame) -> None:
+    with TestClient(create_app(store.settings())) as client:
+        response = client.post("/predict", json=record_of(shared_frame, 0))
+        assert response.status_code == 503
+        body = response.json()
+        assert body["registry_state"] == "no_registered_model"
+        assert "no registered model 'covertype'" in body["detail"]
+        assert client.get("/ready").status_code == 503
+        assert client.get("/model").status_code == 503
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["model_loaded"] is False
+        assert health.json()["registry_state"] == "no_registered_model"
+
+
+def test_a_model_without_the_alias_is_a_different_503_until_promoted(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline
+) -> None:
+    version = register_pipeline(
+        store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root, alias=None
+    )
+    with TestClient(create_app(store.settings())) as client:
+        response = client.post("/predict", json=record_of(shared_frame, 0))
+        assert response.status_code == 503
+        assert response.json()["registry_state"] == "alias_not_set"
+        assert "has no alias 'production'" in response.json()["detail"]
+
+        MlflowClient(tracking_uri=store.tracking_uri).set_registered_model_alias(
+            "covertype", "production", version.version
+        )
+        reload = client.post("/model/reload").json()
+        assert reload["swapped"] is True
+        assert reload["model_version"] == version.version
+        answer = client.post("/predict", json=record_of(shared_frame, 0))
+        assert answer.status_code == 200
+        assert answer.json()["model_version"] == version.version
+        assert client.get("/ready").json() == {"ready": True, "model_version": version.version}
+        # Nothing new: a second reload swaps nothing.
+        assert client.post("/model/reload").json()["swapped"] is False
+
+
+def test_an_unreachable_registry_at_start_is_a_503_saying_so(tmp_path, shared_frame: pd.DataFrame, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    settings = Settings(mlflow_tracking_uri="http://127.0.0.1:9", data_dir=tmp_path)  # discard port: refused
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", json=record_of(shared_frame, 0))
+        assert response.status_code == 503
+        assert response.json()["registry_state"] == "registry_unreachable"
+        assert "http://127.0.0.1:9 unreachable" in response.json()["detail"]
+        assert client.get("/health").json()["registry_state"] == "registry_unreachable"
+
+
+def test_model_reports_the_served_version_and_its_run_metrics(client: TestClient, serving_store: ServingStore) -> None:
+    info = client.get("/model").json()
+    assert info["name"] == "covertype"
+    assert info["alias"] == "production"
+    assert info["version"] == serving_store.version.version
+    assert info["run_id"] == serving_store.version.run_id
+    assert info["metrics"] == {"macro_f1": 0.81, "accuracy": 0.82, "rows_used": 4000.0}
+    assert info["classes"] == {str(label): name for label, name in COVER_TYPE_NAMES.items()}
+    assert info["artifact_mb"] > 0
+    assert info["loaded_at"].startswith("20")
+
+
+def test_metrics_count_requests_and_show_the_model_version(
+    client: TestClient, serving_store: ServingStore, shared_frame: pd.DataFrame
+) -> None:
+    for position in range(3):
+        assert client.post("/predict", json=record_of(shared_frame, position)).status_code == 200
+    assert client.post("/predict", json={"instances": [record_of(shared_frame, 0)] * 4}).status_code == 200
+    assert client.post("/predict", json={"Soil_Type": "C7745"}).status_code == 422
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'inference_requests_total{method="POST",path="/predict",status="200"} 4.0' in text
+    assert 'inference_requests_total{method="POST",path="/predict",status="422"} 1.0' in text
+    assert 'inference_request_duration_seconds_count{path="/predict"} 5.0' in text
+    assert "inference_predicted_records_total 7.0" in text
+    version = serving_store.version.version
+    assert f'inference_model_version{{alias="production",model_name="covertype"}} {float(version)}' in text
+    assert "inference_model_loaded 1.0" in text
+    assert "inference_registry_reachable 1.0" in text
+
+
+def test_swap_under_a_stream_of_requests_fails_none_and_serves_both_versions(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    records = [record_of(shared_frame, position) for position in range(0, 1500, 100)]
+    versions: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    with TestClient(create_app(store.settings(model_poll_interval_s=3600))) as client:
+
+        def stream(offset: int) -> None:
+            for count in range(5000):  # bounded; stopped by the event long before
+                if stop.is_set():
+                    return
+                body = records[(offset + count) % len(records)]
+                if count % 3 == 0:
+                    body = {"instances": records}
+                response = client.post("/predict", json=body)
+                with lock:
+                    if response.status_code == 200:
+                        versions[response.json()["model_version"]] += 1
+                    else:
+                        failures.append(f"{response.status_code}: {response.text}")
+
+        threads = [threading.Thread(target=stream, args=(offset,)) for offset in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            assert wait_for(lambda: versions[first.version] >= 20)
+            second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+            assert client.post("/model/reload").json()["swapped"] is True
+            assert wait_for(lambda: versions[second.version] >= 20)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert client.get("/model").json()["version"] == second.version
+
+    assert failures == []
+    assert versions[first.version] >= 20
+    assert versions[second.version] >= 20
+
+
+def test_the_watcher_swaps_without_being_asked(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings(model_poll_interval_s=0.2))) as client:
+        assert client.get("/model").json()["version"] == first.version
+        second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        assert wait_for(lambda: client.get("/model").json()["version"] == second.version)
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == second.version
+        assert "inference_model_swaps_total 2.0" in client.get("/metrics").text
+
+
+def test_removing_the_alias_keeps_the_loaded_model_and_says_so(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        MlflowClient(tracking_uri=store.tracking_uri).delete_registered_model_alias("covertype", "production")
+        reload = client.post("/model/reload").json()
+        assert reload["swapped"] is False
+        assert reload["registry_state"] == "alias_not_set"
+        assert f"still serving version {first.version}" in reload["registry_message"]
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == first.version
+
+
+def test_the_service_uses_its_own_tracking_uri_not_mlflows_global_one(
+    serving_store: ServingStore, store: Store, shared_frame: pd.DataFrame
+) -> None:
+    # Another (empty) store as MLflow's process-wide default must not matter to the service.
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    with TestClient(create_app(serving_store.store.settings())) as client:
+        response = client.post("/predict", json=record_of(shared_frame, 0))
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == serving_store.version.version
