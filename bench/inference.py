@@ -40,10 +40,10 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "src")]
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same thread limits as the service
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import mlflow  # noqa: E402
 from covertype import tracking, training  # noqa: E402
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, Observation  # noqa: E402
 from covertype.store import row_hash  # noqa: E402

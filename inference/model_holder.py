@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import mlflow
 import mlflow.sklearn
 import skops.io  # noqa: F401 - imported at start-up (seconds on a busy machine), not inside the first model load
+from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-import mlflow
 from inference.serving import prepare_for_serving
-from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 

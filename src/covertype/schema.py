@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,18 @@ SoilCode = Literal[
 ]  # fmt: skip
 
 
+def _refuse_booleans(value: object) -> object:
+    """JSON ``true`` is not a measurement; pydantic would otherwise read it as 1."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
 def _bounded(column_name: str) -> object:
     column = NUMERIC_BY_NAME[column_name]
     return Annotated[
         int,
+        BeforeValidator(_refuse_booleans),
         Field(
             ge=column.minimum,
             le=column.maximum,

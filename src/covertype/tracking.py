@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-import mlflow
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from covertype.training import (
     SKOPS_TRUSTED_TYPES,
@@ -42,7 +43,6 @@ from covertype.training import (
     features_of,
     score,
 )
-from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 

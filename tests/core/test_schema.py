@@ -67,6 +67,7 @@ def test_observation_accepts_a_real_row() -> None:
         ("Elevation", 9000, "less than or equal to 4500"),
         ("Slope", -1, "greater than or equal to 0"),
         ("Aspect", "north", "valid integer"),
+        ("Hillshade_3pm", True, "got a boolean"),
     ],
 )
 def test_observation_names_field_and_reason(field: str, value: object, message_part: str) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from inference.app import create_app
-from mlflow import MlflowClient
 from tests.inference.model_factory import load_shared_frame, register_pipeline, train_pipeline
 from tests.inference.stores import ServingStore, Store, make_store
 

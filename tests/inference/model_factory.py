@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-import mlflow
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, SOIL_COLUMN, WILDERNESS_COLUMN
-from mlflow import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]

@@ -7,15 +7,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import mlflow
 import pandas as pd
 from fastapi.testclient import TestClient
+from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
-import mlflow
 from covertype.schema import COVER_TYPE_NAMES
 from covertype.settings import Settings
 from inference.app import create_app
-from mlflow import MlflowClient
 from tests.inference.model_factory import register_pipeline
 from tests.inference.stores import ServingStore, Store, record_of
 

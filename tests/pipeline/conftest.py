@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from covertype import store
 from covertype.parsing import parse_payload_rows
 from covertype.schema import RAW_COLUMNS
-from mlflow import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"

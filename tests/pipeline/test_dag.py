@@ -77,7 +77,6 @@ def pipeline_env(
 
 def test_ten_runs_collect_ten_batches_then_skip(pipeline_env: Settings) -> None:
     from airflow.utils.state import DagRunState, TaskInstanceState
-
     from mlflow import MlflowClient
 
     dag = _load_dag()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
-import mlflow
 from covertype import tracking, training
 from covertype.tracking import decide_promotion
-from mlflow import MlflowClient
 
 FAST = training.TrainingConfig.fast()
 

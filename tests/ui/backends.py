@@ -10,14 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pandas as pd
+from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-import mlflow
 from covertype import store
 from covertype.data_api_client import DataApiClient
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, SOIL_COLUMN, WILDERNESS_COLUMN
@@ -25,7 +26,6 @@ from covertype.settings import Settings
 from data_api.app import create_app as create_data_api
 from data_api.settings import DataApiSettings
 from inference.app import create_app
-from mlflow import MlflowClient
 from tests.ui.servers import serve
 
 EXPERIMENT = "covertype"
