@@ -81,7 +81,8 @@ def test_ten_runs_collect_ten_batches_then_skip(pipeline_env: Settings) -> None:
 
     dag = _load_dag()
     engine = store.make_engine(pipeline_env.resolved_data_db_url)
-    client = MlflowClient(tracking_uri=pipeline_env.resolved_mlflow_tracking_uri)
+    uri = pipeline_env.resolved_mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     run_ids = []
     for expected_batch in range(1, 11):
