@@ -5,7 +5,7 @@
   ``accuracy``, ``recall_<k>``, ``rows_used``, ``batches_seen``), the
   confusion matrix image, the training and evaluation data (``log_input``)
   and the tags ``dag_run_id`` and ``batch_numbers``.
-- Each candidate of the search is a nested run with its validation metrics
+- Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
 - ``register_and_promote`` registers the model as ``covertype`` and moves
   the alias ``production`` to it only when its macro-F1 on the *current*
@@ -167,7 +167,7 @@ def log_training(
             {
                 "profile": outcome.config.profile,
                 "eval_fraction": outcome.config.eval_fraction,
-                "validation_fraction": outcome.config.validation_fraction,
+                "search_folds": outcome.config.search_folds,
                 "n_estimators": outcome.config.n_estimators,
                 "max_model_mb": outcome.config.max_model_mb,
                 "candidates": ",".join(c.name for c in outcome.config.candidates),
@@ -183,12 +183,11 @@ def log_training(
                     {
                         **result.scores.as_metrics(),
                         **common,
-                        "rows_fit": len(split.fit) if not split.fit.empty else len(split.train),
-                        "rows_validation": result.scores.rows,
+                        "rows_validation": result.scores.rows,  # out-of-fold: every training row
                         "fit_seconds": result.fit_seconds,
                     }
                 )
-                figure = confusion_figure(result.scores, f"{result.candidate.name} (validation)")
+                figure = confusion_figure(result.scores, f"{result.candidate.name} (out-of-fold)")
                 mlflow.log_figure(figure, "confusion_matrix.png")
                 plt.close(figure)
         mlflow.log_metrics(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from covertype import training
-from covertype.estimators import AllCoverTypes
+from covertype.estimators import AllCoverTypes, forest_proba
 from covertype.schema import COVER_TYPE_LABELS, FEATURE_COLUMNS, LABEL_COLUMN
 
 FAST = training.TrainingConfig.fast()
@@ -25,14 +25,22 @@ def test_evaluation_membership_depends_only_on_the_hash(shared_observations: pd.
 
 def test_split_parts_are_disjoint_and_cover_everything(shared_observations: pd.DataFrame) -> None:
     split = training.split_observations(shared_observations, FAST)
-    fit, validation, evaluation = (set(part["row_hash"]) for part in (split.fit, split.validation, split.evaluation))
-    assert not fit & validation
-    assert not fit & evaluation
-    assert not validation & evaluation
-    assert fit | validation | evaluation == set(shared_observations["row_hash"])
-    assert set(split.train["row_hash"]) == fit | validation
-    share = len(validation) / len(split.train)
-    assert share == pytest.approx(FAST.validation_fraction, abs=0.02)
+    train, evaluation = set(split.train["row_hash"]), set(split.evaluation["row_hash"])
+    assert not train & evaluation
+    assert train | evaluation == set(shared_observations["row_hash"])
+    assert len(split.folds) == len(split.train)
+    counts = np.bincount(split.folds, minlength=FAST.search_folds)
+    assert len(counts) == FAST.search_folds
+    assert counts / len(split.train) == pytest.approx(np.full(FAST.search_folds, 1 / FAST.search_folds), abs=0.02)
+
+
+def test_search_fold_depends_only_on_the_hash(shared_observations: pd.DataFrame) -> None:
+    small = training.split_observations(shared_observations.head(3000), FAST)
+    grown = training.split_observations(shared_observations.sample(frac=1.0, random_state=3), FAST)
+    grown_folds = dict(zip(grown.train["row_hash"], grown.folds, strict=True))
+    assert all(grown_folds[h] == fold for h, fold in zip(small.train["row_hash"], small.folds, strict=True))
+    assert training.search_fold("0" * 15 + "0" * 49, 3) == 0
+    assert training.search_fold("0" * 15 + "f" * 49, 3) == 2
 
 
 def test_is_evaluation_reads_the_hash_prefix() -> None:
@@ -72,6 +80,8 @@ def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.Dat
     outcome = training.train(frame, FAST)
     assert outcome.best.name in {c.name for c in FAST.candidates}
     assert len(outcome.candidates) == len(FAST.candidates)
+    # The search scores out-of-fold predictions of every training row, never the evaluation rows.
+    assert all(result.scores.rows == len(outcome.split.train) for result in outcome.candidates)
     assert outcome.evaluation.rows == len(outcome.split.evaluation) > 0
     assert outcome.evaluation.macro_f1 > 0.6  # chance is ~0.14 on seven balanced classes
     assert 0 < outcome.model_mb <= FAST.max_model_mb
@@ -113,3 +123,17 @@ def test_profiles_by_name() -> None:
     assert training.TrainingConfig.named("full").profile == "full"
     with pytest.raises(ValueError, match="unknown training profile"):
         training.TrainingConfig.named("huge")
+
+
+def test_fast_forest_proba_equals_sklearn_and_checks_its_input(shared_observations: pd.DataFrame) -> None:
+    frame = shared_observations.sample(1500, random_state=1)
+    model = training.build_model(FAST.candidates[0], FAST).fit(training.features_of(frame), training.labels_of(frame))
+    features = model.named_steps["features"].transform(training.features_of(shared_observations.head(40)))
+    forest = model.named_steps["classifier"].estimator_
+    np.testing.assert_array_equal(forest_proba(forest, features), forest.predict_proba(features))
+    np.testing.assert_array_equal(model.predict_proba(training.features_of(shared_observations.head(40))),
+                                  forest.predict_proba(features))  # fmt: skip
+    with pytest.raises(ValueError, match="features"):
+        forest_proba(forest, features[:, :-1])
+    with pytest.raises(ValueError, match="NaN"):
+        forest_proba(forest, np.full_like(features, np.nan))
