@@ -9,7 +9,10 @@ DATA_API_PORT ?= 8090
 SHARED_DATA ?= ../shared/data
 export COVERTYPE_CSV ?= $(abspath $(SHARED_DATA))/covertype.csv
 
-.PHONY: install test lint format data-api bench-quality bench-inference e2e screenshots lock clean
+AIRFLOW_LOCAL := AIRFLOW_HOME=$(abspath .local/airflow) AIRFLOW__CORE__DAGS_FOLDER=$(abspath airflow/dags) \
+	AIRFLOW__CORE__LOAD_EXAMPLES=false PATH=$(abspath $(BIN)):$$PATH
+
+.PHONY: install test lint format data-api dag-run bench-quality bench-inference e2e screenshots lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,10 @@ format:
 data-api: ## run the data API replica on the host
 	DATA_API_STATE_DIR=$${DATA_API_STATE_DIR:-.local/data-api} \
 	  $(BIN)/uvicorn data_api.app:create_app --factory --host 127.0.0.1 --port $(DATA_API_PORT)
+
+dag-run: ## one run of the DAG in-process against the host's data API (make data-api) and .local/ stores
+	$(AIRFLOW_LOCAL) $(BIN)/airflow db migrate
+	$(AIRFLOW_LOCAL) $(BIN)/airflow dags test covertype_pipeline
 
 bench-quality:
 	$(BIN)/python bench/quality.py
