@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     pipeline_retries: int = Field(3, ge=0)
     pipeline_retry_delay_s: float = Field(15.0, gt=0)
     # "full" (the DAG and the benchmark) or "fast" (small forests: the test suite, same code path).
-    training_profile: str = "full"
+    training_profile: Literal["full", "fast"] = "full"
 
     @field_validator("data_db_url", "mlflow_tracking_uri", mode="before")
     @classmethod

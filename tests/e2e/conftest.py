@@ -1,0 +1,130 @@
+"""The e2e fixture: one real stack per module, built and started with `docker compose`.
+
+The stack is the committed docker-compose.yml and .env, changed only through environment
+overrides (a short batch window and schedule, offline dataset, other host ports): no second
+compose file that could drift. On any failure the logs of the failing services are printed.
+Duration and peak memory are printed at the end (the figures CI reports).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stack import REPO_ROOT, Compose, MemorySampler
+
+PROJECT = os.environ.get("E2E_PROJECT", "forest-cover-e2e")
+# Host ports far from the defaults, so the e2e stack never collides with a stack (or a
+# `make data-api`) a developer runs on the defaults.
+PORTS = {
+    "DATA_API_HOST_PORT": 28090,
+    "MLFLOW_HOST_PORT": 25000,
+    "AIRFLOW_HOST_PORT": 28080,
+    "INFERENCE_HOST_PORT": 28000,
+    "UI_HOST_PORT": 28503,
+    "MINIO_HOST_PORT": 29000,
+    "MINIO_CONSOLE_HOST_PORT": 29001,
+}
+BATCH_WINDOW_S = 20  # MIN_UPDATE_TIME of the replica
+SCHEDULE_S = 30  # PIPELINE_SCHEDULE_SECONDS: one run per window plus a margin
+UP_TIMEOUT_S = int(os.environ.get("E2E_UP_TIMEOUT_S", "2400"))  # cold builds of five images on 2 cores
+ONE_SHOTS = {"minio-init", "airflow-init"}
+# Not the .env default: proves the admin password really comes from the environment.
+AIRFLOW_LOGIN = {"username": "admin", "password": "e2e-admin-password"}
+
+
+def shared_csv() -> Path:
+    """The shared raw-format CSV (COVERTYPE_CSV from the Makefile, else ../shared/data)."""
+    configured = os.environ.get("COVERTYPE_CSV")
+    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "covertype.csv"
+    if not path.is_file():
+        pytest.fail(f"the e2e test serves {path} through the replica, and it does not exist (set COVERTYPE_CSV)")
+    return path.resolve()
+
+
+@dataclass
+class Stack:
+    compose: Compose
+    csv: Path
+
+    def url(self, port_var: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.compose.overrides[port_var]}{path}"
+
+
+def _overrides(csv: Path) -> dict[str, str]:
+    return {
+        **{key: str(value) for key, value in PORTS.items()},
+        "MIN_UPDATE_TIME": str(BATCH_WINDOW_S),
+        "PIPELINE_SCHEDULE_SECONDS": str(SCHEDULE_S),
+        "MODEL_POLL_INTERVAL_S": "5",
+        # Offline: the replica serves the shared CSV instead of downloading UCI.
+        "DATA_API_DATASET_DIR": str(csv.parent),
+        "DATA_API_COVERTYPE_CSV": f"/data-in/{csv.name}",
+        "GROUP_NUMBER": "1",
+        "AIRFLOW_USERNAME": AIRFLOW_LOGIN["username"],
+        "AIRFLOW_PASSWORD": AIRFLOW_LOGIN["password"],
+    }
+
+
+def print_failure_logs(compose: Compose) -> None:
+    """Logs of every service that is not healthy (or, for one-shots, did not exit 0)."""
+    try:
+        services = compose.services()
+    except AssertionError as exc:
+        print(f"[e2e] cannot list services: {exc}")
+        return
+    failing = []
+    for svc in services:
+        name, state, health = svc.get("Service"), svc.get("State"), svc.get("Health", "")
+        ok = (state == "exited" and svc.get("ExitCode") == 0) if name in ONE_SHOTS else health in ("healthy", "")
+        ok = ok and (state in ("running", "exited"))
+        print(f"[e2e] {name}: state={state} health={health or '-'} exit={svc.get('ExitCode')}")
+        if not ok:
+            failing.append(name)
+    # Nothing visibly broken: the pipeline's and the model's services are where it went wrong.
+    targets = failing or ["airflow-scheduler", "airflow-apiserver", "mlflow", "inference", "data-api"]
+    print(f"[e2e] logs of {', '.join(targets)}:")
+    print(compose.logs(targets))
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Remember failures so the module fixture knows to print logs."""
+    if call.excinfo is not None and call.when in ("setup", "call"):
+        item.session.stash.setdefault(_FAILED, []).append(item.nodeid)
+
+
+_FAILED = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    started = time.monotonic()
+    csv = shared_csv()
+    compose = Compose(PROJECT, _overrides(csv))
+    sampler = MemorySampler(PROJECT)
+    # A clean slate: a previous run that died half-way must not leak state into this one.
+    compose.run("down", "-v", "--remove-orphans", timeout_s=300)
+    sampler.start()
+    try:
+        print(f"\n[e2e] building and starting {PROJECT} (bounded by {UP_TIMEOUT_S} s)")
+        t0 = time.monotonic()
+        try:
+            compose.run(
+                "up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 60
+            )
+        except AssertionError:
+            print_failure_logs(compose)
+            raise
+        print(f"[e2e] stack healthy after {time.monotonic() - t0:.0f} s")
+        yield Stack(compose, csv)
+    finally:
+        if request.session.stash.get(_FAILED, []):
+            print_failure_logs(compose)
+        sampler.stop()
+        compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
+        print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")

@@ -1,0 +1,264 @@
+"""End to end: the real stack, checked through its public interfaces only.
+
+Order matters and is the story of a user's first hour: the stack comes up healthy; the DAG
+runs (one triggered through the REST API, the rest by schedule) and each successful run's
+batch is in the data DB; MLflow holds the training runs with metrics and a `production`
+alias; the inference service answers with that version; the UI answers; then
+`docker compose down` + `up` loses nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from typing import Any
+
+import pytest
+
+from covertype.schema import FEATURE_COLUMNS, NUMERIC_COLUMN_NAMES
+from tests.e2e.conftest import AIRFLOW_LOGIN, ONE_SHOTS, Stack
+from tests.e2e.stack import http, wait_for
+
+pytestmark = pytest.mark.e2e
+
+DAG_ID = "covertype_pipeline"
+MIN_RUNS = 3
+RUNS_TIMEOUT_S = 1200
+MODEL_NAME = "covertype"
+ALIAS = "production"
+
+# What one test learns and a later one checks again after the restart.
+seen: dict[str, Any] = {}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def airflow_headers(stack: Stack) -> dict[str, str]:
+    """A JWT from the simple auth manager, with the password the stack was given through the environment."""
+    answer = http("POST", stack.url("AIRFLOW_HOST_PORT", "/auth/token"), AIRFLOW_LOGIN)
+    assert answer.status in (200, 201), f"Airflow login refused: {answer.status} {answer.body[:300]!r}"
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+
+def dag_runs(stack: Stack) -> list[dict[str, Any]]:
+    answer = http(
+        "GET",
+        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=100&order_by=-run_after"),
+        headers=airflow_headers(stack),
+    )
+    assert answer.status == 200, f"listing DAG runs: {answer.status} {answer.body[:300]!r}"
+    return answer.json()["dag_runs"]
+
+
+def task_report(stack: Stack, run_id: str) -> str:
+    """Task states and the tail of each failed task's log: what a failed run needs explained."""
+    headers = airflow_headers(stack)
+    base = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    answer = http("GET", base, headers=headers)
+    lines = [f"run {run_id}:"]
+    for ti in answer.json().get("task_instances", []) if answer.status == 200 else []:
+        lines.append(f"  {ti['task_id']}: {ti['state']} (try {ti.get('try_number')})")
+        if ti["state"] in ("failed", "upstream_failed", "up_for_retry"):
+            log = http("GET", f"{base}/{ti['task_id']}/logs/{max(ti.get('try_number') or 1, 1)}", headers=headers)
+            lines.append(f"    log: {log.body[-3000:].decode(errors='replace')}")
+    return "\n".join(lines)
+
+
+def tasks_in_flight(stack: Stack) -> list[str]:
+    """Task instances handed to the executor (queued) or running, across unfinished runs."""
+    headers = airflow_headers(stack)
+    busy = []
+    for run in dag_runs(stack):
+        if run["state"] not in ("queued", "running"):
+            continue
+        url = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
+        answer = http("GET", url, headers=headers)
+        assert answer.status == 200, f"listing task instances: {answer.status} {answer.body[:300]!r}"
+        busy += [
+            f"{run['dag_run_id']}/{ti['task_id']}={ti['state']}"
+            for ti in answer.json()["task_instances"]
+            if ti["state"] in ("queued", "running", "restarting")
+        ]
+    print(f"[e2e] tasks in flight: {busy or 'none'}")
+    return busy
+
+
+def fetch_rows(stack: Stack) -> dict[str, tuple[int, int]]:
+    """dag_run_id -> (batch number, rows received), read in the data DB itself."""
+    rows = stack.compose.mysql("data-db", "SELECT dag_run_id, batch_number, rows_received FROM fetches")
+    return {run_id: (int(batch), int(received)) for run_id, batch, received in rows}
+
+
+def mlflow(stack: Stack, method: str, path: str, payload: object | None = None) -> dict[str, Any]:
+    answer = http(method, stack.url("MLFLOW_HOST_PORT", f"/api/2.0/mlflow/{path}"), payload)
+    assert answer.status == 200, f"MLflow {method} {path}: {answer.status} {answer.body[:300]!r}"
+    return answer.json()
+
+
+def production_version(stack: Stack) -> dict[str, Any]:
+    return mlflow(stack, "GET", f"registered-models/alias?name={MODEL_NAME}&alias={ALIAS}")["model_version"]
+
+
+def example_record(stack: Stack) -> dict[str, int | str]:
+    """The first row of the shared CSV in the inference API's format (numbers as numbers)."""
+    with stack.csv.open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    return {col: int(row[col]) if col in NUMERIC_COLUMN_NAMES else row[col] for col in FEATURE_COLUMNS}
+
+
+def predict_with(stack: Stack, version: str, timeout_s: float = 180) -> dict[str, Any]:
+    """POST /predict until the answer comes from ``version`` (the watcher may still be swapping)."""
+    http("POST", stack.url("INFERENCE_HOST_PORT", "/model/reload"), {})
+
+    def probe() -> dict[str, Any] | None:
+        answer = http("POST", stack.url("INFERENCE_HOST_PORT", "/predict"), example_record(stack))
+        if answer.status != 200:
+            return None
+        body = answer.json()
+        return body if body["model_version"] == version else None
+
+    return wait_for(f"/predict answering with model version {version}", probe, timeout_s)
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+
+def test_every_service_is_up_and_healthy(stack: Stack) -> None:
+    services = {svc["Service"]: svc for svc in stack.compose.services()}
+    expected = {
+        "data-db", "mlflow-db", "airflow-db", "minio", "minio-init", "mlflow", "airflow-init",
+        "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+        "data-api", "inference", "ui",
+    }  # fmt: skip
+    assert set(services) == expected
+    for name, svc in services.items():
+        if name in ONE_SHOTS:
+            assert (svc["State"], svc["ExitCode"]) == ("exited", 0), f"{name}: {svc}"
+        else:
+            assert (svc["State"], svc["Health"]) == ("running", "healthy"), f"{name}: {svc}"
+
+
+def test_dag_runs_succeed_and_store_a_batch_each(stack: Stack) -> None:
+    headers = airflow_headers(stack)
+    wait_for(
+        f"the DAG {DAG_ID} to be parsed",
+        lambda: http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), headers=headers).status == 200,
+        timeout_s=300,
+    )
+    triggered = http(
+        "POST",
+        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns"),
+        {"logical_date": None, "conf": {}},
+        headers=headers,
+    )
+    assert triggered.status == 200, f"trigger refused: {triggered.status} {triggered.body[:300]!r}"
+    triggered_id = triggered.json()["dag_run_id"]
+
+    def enough_runs() -> list[dict[str, Any]] | None:
+        runs = dag_runs(stack)
+        failed = [run for run in runs if run["state"] == "failed"]
+        if failed:
+            pytest.fail("a DAG run failed:\n" + "\n".join(task_report(stack, run["dag_run_id"]) for run in failed))
+        succeeded = [run for run in runs if run["state"] == "success"]
+        ids = {run["dag_run_id"] for run in succeeded}
+        stored = fetch_rows(stack)
+        batches = {stored[run_id][0] for run_id in ids if run_id in stored}
+        print(f"[e2e] runs: {len(succeeded)} succeeded of {len(runs)}, batches stored {sorted(batches)}")
+        done = len(succeeded) >= MIN_RUNS and len(batches) >= MIN_RUNS and triggered_id in ids
+        return succeeded if done else None
+
+    started = time.monotonic()
+    succeeded = wait_for(f">= {MIN_RUNS} successful runs on distinct batches", enough_runs, RUNS_TIMEOUT_S, 10)
+    print(f"[e2e] {len(succeeded)} successful runs after {time.monotonic() - started:.0f} s")
+
+    stored = fetch_rows(stack)
+    for run in succeeded:
+        assert run["dag_run_id"] in stored, f"successful run {run['dag_run_id']} left no fetch in the data DB"
+        batch, received = stored[run["dag_run_id"]]
+        assert 1 <= batch <= 10
+        assert received > 0
+    (observations,) = stack.compose.mysql("data-db", "SELECT COUNT(*) FROM observations")[0]
+    assert int(observations) > 0
+    seen["runs"] = {run["dag_run_id"] for run in succeeded}
+    seen["fetches"] = {run_id: stored[run_id] for run_id in seen["runs"]}
+    seen["observations"] = int(observations)
+
+
+def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> None:
+    experiment = mlflow(stack, "GET", "experiments/get-by-name?experiment_name=covertype")["experiment"]
+    found = mlflow(
+        stack,
+        "POST",
+        "runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "max_results": 500},
+    ).get("runs", [])
+    parents = {}
+    for run in found:
+        tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+        if "mlflow.parentRunId" not in tags and tags.get("dag_run_id") in seen["runs"]:
+            parents[tags["dag_run_id"]] = run
+    assert set(parents) == seen["runs"], "every successful DAG run has its training run"
+    for run in parents.values():
+        metrics = {metric["key"] for metric in run["data"].get("metrics", [])}
+        assert {"macro_f1", "accuracy", "rows_used", "batches_seen"} <= metrics, metrics
+
+    version = production_version(stack)
+    run_ids = {run["info"]["run_id"] for run in parents.values()}
+    assert version["run_id"] in run_ids | {r["info"]["run_id"] for r in found}
+    seen["mlflow_runs"] = run_ids
+    seen["version"] = version["version"]
+
+
+def test_predict_answers_with_the_production_version(stack: Stack) -> None:
+    version = production_version(stack)["version"]
+    body = predict_with(stack, version)
+    (prediction,) = body["predictions"]
+    assert 1 <= prediction["cover_type"] <= 7
+    assert abs(sum(prediction["probabilities"].values()) - 1.0) < 1e-6
+    assert body["model_name"] == MODEL_NAME
+
+
+def test_ui_answers(stack: Stack) -> None:
+    health = http("GET", stack.url("UI_HOST_PORT", "/_stcore/health"))
+    assert (health.status, health.body.strip()) == (200, b"ok")
+    page = http("GET", stack.url("UI_HOST_PORT", "/"))
+    assert page.status == 200
+    assert b"<title>" in page.body
+
+
+def test_nothing_is_lost_across_down_and_up(stack: Stack) -> None:
+    headers = airflow_headers(stack)
+    # Pause first, so no run is cut in half by `down` and the pause itself must survive.
+    paused = http(
+        "PATCH", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), {"is_paused": True}, headers=headers
+    )
+    assert paused.status == 200, paused.body[:300]
+    # A paused DAG's runs stay queued or running but start no further task; wait until no
+    # task is in flight, so `down` cuts nothing in half.
+    wait_for("no task in flight", lambda: not tasks_in_flight(stack), timeout_s=600)
+    before_runs = {run["dag_run_id"] for run in dag_runs(stack) if run["state"] == "success"}
+    before_fetches = fetch_rows(stack)
+    version = production_version(stack)["version"]
+
+    stack.compose.run("down", timeout_s=300)
+    stack.compose.run("up", "-d", "--wait", "--wait-timeout", "900", timeout_s=960)
+
+    # Airflow: run history and pause state.
+    after_runs = {run["dag_run_id"]: run["state"] for run in dag_runs(stack)}
+    assert all(after_runs.get(run_id) == "success" for run_id in before_runs)
+    dag = http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), headers=airflow_headers(stack))
+    assert dag.json()["is_paused"] is True
+    # Data DB: every fetch row, unchanged.
+    after_fetches = fetch_rows(stack)
+    assert {run_id: after_fetches.get(run_id) for run_id in before_fetches} == before_fetches
+    (observations,) = stack.compose.mysql("data-db", "SELECT COUNT(*) FROM observations")[0]
+    assert int(observations) >= seen["observations"]
+    # MLflow: runs with their metrics, the registered version and its alias.
+    for run_id in seen["mlflow_runs"]:
+        run = mlflow(stack, "GET", f"runs/get?run_id={run_id}")["run"]
+        assert any(metric["key"] == "macro_f1" for metric in run["data"]["metrics"])
+    assert production_version(stack)["version"] == version
+    # MinIO: the model's artifacts load again in a fresh inference process.
+    body = predict_with(stack, version)
+    assert body["predictions"][0]["cover_type"] in range(1, 8)
