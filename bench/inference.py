@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from covertype import tracking, training  # noqa: E402
+from covertype.loopback import free_port  # noqa: E402
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, Observation  # noqa: E402
 from covertype.store import row_hash  # noqa: E402
 from inference.model_holder import LoadedModel, ModelHolder  # noqa: E402
@@ -86,12 +86,6 @@ def register_production_model(frame: pd.DataFrame, tracking_uri: str, artifact_d
         f"evaluation macro-F1 {outcome.evaluation.macro_f1:.3f}, trained and logged in "
         f"{time.perf_counter() - started:.0f} s, version {result.version}"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

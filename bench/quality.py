@@ -22,25 +22,22 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import mlflow
 import pandas as pd
-import uvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "src")]
 
 from covertype import pipeline, store, training  # noqa: E402
 from covertype.data_api_client import DataApiClient  # noqa: E402
+from covertype.loopback import serve_in_thread  # noqa: E402
 from covertype.parsing import parse_payload_rows  # noqa: E402
 from covertype.schema import RAW_COLUMNS  # noqa: E402
 from covertype.settings import Settings  # noqa: E402
@@ -64,28 +61,12 @@ class ManualClock:
         return self.now
 
 
-@contextmanager
-def replica(csv_path: Path, state_dir: Path, clock: ManualClock) -> Iterator[str]:
+def replica(csv_path: Path, state_dir: Path, clock: ManualClock) -> AbstractContextManager[str]:
     """The data API replica under uvicorn on a free loopback port; yields its base URL."""
     settings = DataApiSettings(
         covertype_csv=csv_path, data_api_state_dir=state_dir, min_update_time=WINDOW_S, data_api_seed=SEED
     )
-    app = create_app(settings, clock=clock)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the replica did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
+    return serve_in_thread(create_app(settings, clock=clock))
 
 
 def settings_for(work_dir: Path, base_url: str = "http://127.0.0.1:9") -> Settings:
