@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
@@ -30,7 +31,7 @@ Forest = ExtraTreesClassifier | RandomForestClassifier
 
 
 def forest_proba(forest: Forest, X: Any) -> np.ndarray:  # noqa: N803 (sklearn's naming)
-    """The forest's ``predict_proba``, computed tree by tree on the calling thread.
+    """The forest's ``predict_proba`` for dense input, computed tree by tree on the calling thread.
 
     Same arithmetic as scikit-learn's (the mean of the trees' probabilities,
     summed in tree order), with the input checked once instead of once per
@@ -75,7 +76,7 @@ class AllCoverTypes(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
         """Probabilities with one column per cover type 1..7 (0 for a class never trained on)."""
-        if _is_tree_forest(self.estimator_):
+        if _is_tree_forest(self.estimator_) and not sparse.issparse(X):
             inner = forest_proba(self.estimator_, X)
         else:
             inner = self.estimator_.predict_proba(X)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
+from sklearn.ensemble import ExtraTreesClassifier
 
 from covertype import training
 from covertype.estimators import AllCoverTypes, forest_proba
@@ -137,3 +139,15 @@ def test_fast_forest_proba_equals_sklearn_and_checks_its_input(shared_observatio
         forest_proba(forest, features[:, :-1])
     with pytest.raises(ValueError, match="NaN"):
         forest_proba(forest, np.full_like(features, np.nan))
+
+
+def test_all_cover_types_leaves_sparse_input_to_sklearn(shared_observations: pd.DataFrame) -> None:
+    # A wrapped forest behind a sparse encoder (not our pipeline's, but a valid use of the wrapper).
+    frame = shared_observations.sample(800, random_state=2)
+    dense = frame[["Elevation", "Slope", "Aspect"]].to_numpy(dtype=np.float64)
+    wrapped = AllCoverTypes(ExtraTreesClassifier(n_estimators=5, random_state=2)).fit(
+        sparse.csr_matrix(dense), frame[LABEL_COLUMN]
+    )
+    from_sparse = wrapped.predict_proba(sparse.csr_matrix(dense))
+    np.testing.assert_array_equal(from_sparse, wrapped.predict_proba(dense))
+    assert from_sparse.shape == (800, 7)
