@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 
-from covertype.schema import FEATURE_COLUMNS, NUMERIC_COLUMN_NAMES, SOIL_COLUMN, WILDERNESS_COLUMN, Observation
+from covertype.schema import FEATURE_COLUMNS, Observation
 from inference.model_holder import LoadedModel, ModelHolder
 
 logger = logging.getLogger(__name__)
@@ -50,17 +50,17 @@ class _Job:
 
 
 def records_frame(records: Sequence[Observation]) -> pd.DataFrame:
-    """The model's input: the 12 raw columns in schema order, with the dtypes of the training data.
+    """The model's input: the 12 raw columns in schema order, as one object block.
 
-    Numbers go through one int64 matrix and the categories through object
-    arrays: about twice as fast as a dict of lists on 1,000 records (pandas
-    then infers its string dtype, as ``read_csv`` did for training).
+    One object array is ~6x cheaper to wrap than per-column arrays that pandas
+    then converts (its string dtype goes through Arrow): 0.06 ms instead of
+    0.35 ms for one record, a large share of a single-row request. The model's
+    first step reads each column with ``to_numpy(dtype=float64)`` or as strings,
+    so its output is the same bit for bit (tests check it against the model
+    on a DataFrame read from CSV).
     """
-    numbers = np.array([[getattr(record, column) for column in NUMERIC_COLUMN_NAMES] for record in records], np.int64)
-    data: dict[str, np.ndarray] = {column: numbers[:, index] for index, column in enumerate(NUMERIC_COLUMN_NAMES)}
-    for column in (WILDERNESS_COLUMN, SOIL_COLUMN):
-        data[column] = np.array([getattr(record, column) for record in records], dtype=object)
-    return pd.DataFrame(data, columns=list(FEATURE_COLUMNS), copy=False)
+    rows = [[getattr(record, column) for column in FEATURE_COLUMNS] for record in records]
+    return pd.DataFrame(np.array(rows, dtype=object), columns=list(FEATURE_COLUMNS), dtype=object, copy=False)
 
 
 def predict_frame(model: LoadedModel, frame: pd.DataFrame) -> np.ndarray:
