@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_mo
 
 from covertype.schema import (
     COVER_TYPE_NAMES,
+    EXAMPLE_OBSERVATION,
     FEATURE_COLUMNS,
     NUMERIC_BY_NAME,
     SOIL_CODES,
@@ -29,20 +30,7 @@ RECORD_TAG = "record"
 INSTANCES_TAG = "instances"
 
 # A real row of ../shared/data/covertype.csv (its first one; Cover_Type 5, Aspen).
-EXAMPLE_RECORD: dict[str, int | str] = {
-    "Elevation": 2596,
-    "Aspect": 51,
-    "Slope": 3,
-    "Horizontal_Distance_To_Hydrology": 258,
-    "Vertical_Distance_To_Hydrology": 0,
-    "Horizontal_Distance_To_Roadways": 510,
-    "Hillshade_9am": 221,
-    "Hillshade_Noon": 232,
-    "Hillshade_3pm": 148,
-    "Horizontal_Distance_To_Fire_Points": 6279,
-    "Wilderness_Area": "Rawah",
-    "Soil_Type": "C7745",
-}
+EXAMPLE_RECORD: dict[str, int | str] = EXAMPLE_OBSERVATION
 # Another real row (Cover_Type 2, Lodgepole Pine).
 EXAMPLE_RECORD_2: dict[str, int | str] = {
     "Elevation": 2785,

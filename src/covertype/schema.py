@@ -124,6 +124,23 @@ COVER_TYPES: tuple[str, ...] = (
 COVER_TYPE_LABELS: tuple[int, ...] = tuple(range(1, len(COVER_TYPES) + 1))
 COVER_TYPE_NAMES: dict[int, str] = dict(zip(COVER_TYPE_LABELS, COVER_TYPES, strict=True))
 
+# A real observation: the first row of the course's covertype.csv (cover type 5, Aspen). The
+# example of the inference API's docs and of the tests.
+EXAMPLE_OBSERVATION: dict[str, int | str] = {
+    "Elevation": 2596,
+    "Aspect": 51,
+    "Slope": 3,
+    "Horizontal_Distance_To_Hydrology": 258,
+    "Vertical_Distance_To_Hydrology": 0,
+    "Horizontal_Distance_To_Roadways": 510,
+    "Hillshade_9am": 221,
+    "Hillshade_Noon": 232,
+    "Hillshade_3pm": 148,
+    "Horizontal_Distance_To_Fire_Points": 6279,
+    "Wilderness_Area": "Rawah",
+    "Soil_Type": "C7745",
+}
+
 WildernessArea = Literal["Rawah", "Neota", "Commanche", "Cache"]
 SoilCode = Literal[
     "C2702", "C2703", "C2704", "C2705", "C2706", "C2717", "C3501", "C3502", "C4201", "C4703",

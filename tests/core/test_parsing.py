@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from covertype.parsing import LabelScheme, RejectReason, parse_payload_rows
-from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
+from covertype.schema import EXAMPLE_OBSERVATION, FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
 
 GOOD_ROW = ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"]
 
@@ -22,23 +22,7 @@ def with_field(column: str, value: str, row: list[str] = GOOD_ROW) -> list[str]:
 def test_good_row_is_typed() -> None:
     parsed = parse_payload_rows([GOOD_ROW])
     assert parsed.rejected == []
-    assert parsed.rows == [
-        {
-            "Elevation": 2596,
-            "Aspect": 51,
-            "Slope": 3,
-            "Horizontal_Distance_To_Hydrology": 258,
-            "Vertical_Distance_To_Hydrology": 0,
-            "Horizontal_Distance_To_Roadways": 510,
-            "Hillshade_9am": 221,
-            "Hillshade_Noon": 232,
-            "Hillshade_3pm": 148,
-            "Horizontal_Distance_To_Fire_Points": 6279,
-            "Wilderness_Area": "Rawah",
-            "Soil_Type": "C7745",
-            "Cover_Type": 5,
-        }
-    ]
+    assert parsed.rows == [{**EXAMPLE_OBSERVATION, "Cover_Type": 5}]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from covertype.schema import (
     COVER_TYPE_NAMES,
+    EXAMPLE_OBSERVATION,
     FEATURE_COLUMNS,
     RAW_COLUMNS,
     SOIL_CODES,
@@ -19,20 +20,7 @@ from covertype.schema import (
     WildernessArea,
 )
 
-EXAMPLE = {
-    "Elevation": 2596,
-    "Aspect": 51,
-    "Slope": 3,
-    "Horizontal_Distance_To_Hydrology": 258,
-    "Vertical_Distance_To_Hydrology": 0,
-    "Horizontal_Distance_To_Roadways": 510,
-    "Hillshade_9am": 221,
-    "Hillshade_Noon": 232,
-    "Hillshade_3pm": 148,
-    "Horizontal_Distance_To_Fire_Points": 6279,
-    "Wilderness_Area": "Rawah",
-    "Soil_Type": "C7745",
-}
+EXAMPLE = EXAMPLE_OBSERVATION
 
 
 def test_columns_are_in_raw_order() -> None:
