@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from covertype import tracking, training  # noqa: E402
-from covertype.loopback import free_port  # noqa: E402
+from covertype.loopback import free_port, stop_process_group  # noqa: E402
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, Observation  # noqa: E402
 from covertype.store import row_hash  # noqa: E402
 from inference.model_holder import LoadedModel, ModelHolder  # noqa: E402
@@ -94,16 +93,6 @@ def start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess
     return subprocess.Popen(
         command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 def wait_until_ok(port: int, path: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -277,7 +266,7 @@ def measure_http(tracking_uri: str, records: list[dict[str, object]], work_dir: 
             rps = throughput(target, bodies)
             batch = batch_ms(target, target.wrap(records))
         finally:
-            stop(process)
+            stop_process_group(process)
         figures[target.name] = {"p50": p50, "p99": p99, "rps": rps, "batch": batch}
         print(f"{target.name}: p50 {p50:.2f} ms, p99 {p99:.2f} ms at concurrency 1; "
               f"{rps:.0f} req/s at concurrency {CONCURRENCY}; 1,000 records {batch:.1f} ms", flush=True)  # fmt: skip

@@ -29,8 +29,6 @@ from covertype.schema import (
 RECORD_TAG = "record"
 INSTANCES_TAG = "instances"
 
-# A real row of ../shared/data/covertype.csv (its first one; Cover_Type 5, Aspen).
-EXAMPLE_RECORD: dict[str, int | str] = EXAMPLE_OBSERVATION
 # Another real row (Cover_Type 2, Lodgepole Pine).
 EXAMPLE_RECORD_2: dict[str, int | str] = {
     "Elevation": 2785,
@@ -47,10 +45,10 @@ EXAMPLE_RECORD_2: dict[str, int | str] = {
     "Soil_Type": "C7202",
 }
 PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
-    "one record": {"summary": "One record (a real row of the data)", "value": EXAMPLE_RECORD},
+    "one record": {"summary": "One record (a real row of the data)", "value": EXAMPLE_OBSERVATION},
     "instances": {
         "summary": "Several records",
-        "value": {"instances": [EXAMPLE_RECORD, EXAMPLE_RECORD_2]},
+        "value": {"instances": [EXAMPLE_OBSERVATION, EXAMPLE_RECORD_2]},
     },
 }
 

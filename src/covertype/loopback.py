@@ -1,4 +1,4 @@
-"""Run an ASGI app over real HTTP on a loopback port, in a background thread.
+"""Run servers on loopback for the tests and benchmarks: an ASGI app in a thread, or a subprocess.
 
 The tests and the benchmarks run the data API replica and the inference
 service in-process but talk to them through real sockets, exactly as the DAG
@@ -8,7 +8,10 @@ and the UI do in the stack. One helper serves them all. It needs ``uvicorn``
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -56,3 +59,15 @@ def serve_in_thread(
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """Stop a server started with ``start_new_session=True`` and every worker it spawned."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout_s)

@@ -6,8 +6,6 @@ started, the model is loaded through it, then the server is stopped.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
+from covertype.loopback import stop_process_group
 from covertype.settings import Settings
 from inference.app import create_app
 from tests.inference.model_factory import register_pipeline
@@ -42,18 +41,6 @@ def healthy(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def stop_process_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server and the workers it spawned (it runs in its own session)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
 
 
 @pytest.fixture
