@@ -105,13 +105,14 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
     _configure_mlflow(settings)
     trained = tracking.log_training(outcome, dag_run_id=dag_run_id, batch_numbers=batches)
     log.info(
-        "trained %s on %s rows (%s for evaluation): macro-F1 %.4f, accuracy %.4f, %.1f MB, %s trees, %.1f s; "
-        "MLflow run %s",
+        "trained %s: hold-out model (%s rows) scores macro-F1 %.4f, accuracy %.4f on %s evaluation rows; "
+        "served model fitted on all %s rows: %.1f MB, %s trees; %.1f s; MLflow run %s",
         trained.best_candidate,
         trained.rows_train,
-        trained.rows_eval,
         trained.macro_f1,
         trained.accuracy,
+        trained.rows_eval,
+        trained.rows_used,
         trained.model_mb,
         trained.n_trees,
         trained.train_seconds,
@@ -121,7 +122,11 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
 
 
 def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
-    """Register the trained model and move the production alias if it beats or ties the current one."""
+    """Register the served model and move the production alias if it beats or ties the current one.
+
+    Champion and challenger are compared through their hold-out models on the
+    evaluation set recomputed from the data DB (``tracking.register_and_promote``).
+    """
     engine = store.make_engine(settings.resolved_data_db_url)
     try:
         frame = store.load_observations(engine)

@@ -1,18 +1,23 @@
 """MLflow: log a training run (parent + one nested run per candidate), register it, and decide promotion.
 
-- The parent run holds the chosen model (``mlflow.sklearn``, signature, input
-  example, skops trusted types), its evaluation metrics (``macro_f1``,
-  ``accuracy``, ``recall_<k>``, ``rows_used``, ``batches_seen``), the
-  confusion matrix image, the training and evaluation data (``log_input``)
-  and the tags ``dag_run_id`` and ``batch_numbers``.
+- The parent run holds the two fits of the chosen candidate (``mlflow.sklearn``,
+  signature, input example, skops trusted types): ``model``, fitted on every
+  observation and the one registered and served, and ``holdout_model``, fitted
+  without the evaluation set; the hold-out model's evaluation metrics
+  (``macro_f1``, ``accuracy``, ``recall_<k>``), ``rows_used``,
+  ``batches_seen``, the confusion matrix image, the training and evaluation
+  data (``log_input``) and the tags ``dag_run_id`` and ``batch_numbers``.
 - Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
-- ``register_and_promote`` registers the model as ``covertype`` and moves
-  the alias ``production`` to it only when its macro-F1 on the *current*
-  evaluation set beats or ties the current production version's on the same
-  rows (both models are loaded from the registry and scored here). The
-  decision and both scores go to the training run (metrics and tags) and to
-  the new model version (tags). Aliases, not the deprecated stages.
+- ``register_and_promote`` registers the served model as ``covertype`` and
+  moves the alias ``production`` to it only when it beats or ties the current
+  production version on the *current* evaluation set. Each version is scored
+  through its hold-out model (the version's tag ``holdout_model_uri``), the
+  fit that never saw those rows; a version without that tag (registered
+  before hold-out models existed) was itself fitted without them and is
+  scored directly. The decision and both scores go to the training run
+  (metrics and tags) and to the new model version (tags). Aliases, not the
+  deprecated stages.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from covertype.training import (
     TrainingOutcome,
     confusion_figure,
     features_of,
+    n_trees_of,
     score,
 )
 
@@ -56,12 +62,13 @@ class TrainedRun:
 
     run_id: str
     dag_run_id: str
-    model_uri: str
+    model_uri: str  # the served model (every observation)
+    holdout_model_uri: str  # the same recipe without the evaluation set: what promotion scores
     best_candidate: str
     macro_f1: float
     accuracy: float
-    rows_used: int
-    rows_train: int
+    rows_used: int  # every distinct observation: what the served model was fitted on
+    rows_train: int  # the training part: what the hold-out model was fitted on
     rows_eval: int
     batches_seen: int
     batch_numbers: list[int]
@@ -147,6 +154,19 @@ def _dataset_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[:, [*FEATURE_COLUMNS, LABEL_COLUMN, "row_hash"]].reset_index(drop=True)
 
 
+def _log_model(model: Any, name: str, example: pd.DataFrame) -> Any:
+    """One fitted Pipeline as an ``mlflow.sklearn`` model of the active run (skops, signature, example)."""
+    with _integer_hint_silenced():
+        return mlflow.sklearn.log_model(
+            model,
+            name=name,
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+            pip_requirements=_pip_requirements(),
+        )
+
+
 def log_training(
     outcome: TrainingOutcome,
     *,
@@ -198,10 +218,12 @@ def log_training(
                 "rows_eval": len(split.evaluation),
                 "model_mb": outcome.model_mb,
                 "n_trees": outcome.n_trees,
+                "holdout_model_mb": outcome.holdout_model_mb,
+                "holdout_n_trees": n_trees_of(outcome.holdout_model),
                 "train_seconds": outcome.train_seconds,
             }
         )
-        figure = confusion_figure(outcome.evaluation, f"{outcome.best.name} (evaluation set)")
+        figure = confusion_figure(outcome.evaluation, f"{outcome.best.name}, hold-out model (evaluation set)")
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
         with _integer_hint_silenced():
@@ -214,15 +236,8 @@ def log_training(
                 context="evaluation",
             )
         example = features_of(split.train.head(5)).reset_index(drop=True)
-        with _integer_hint_silenced():
-            model_info = mlflow.sklearn.log_model(
-                outcome.model,
-                name="model",
-                signature=infer_signature(example, outcome.model.predict(example)),
-                input_example=example,
-                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
-                pip_requirements=_pip_requirements(),
-            )
+        model_info = _log_model(outcome.model, "model", example)
+        holdout_info = _log_model(outcome.holdout_model, "holdout_model", example)
         run_id = parent.info.run_id
     log.info(
         "logged MLflow run %s (model %s): macro-F1 %.4f", run_id, model_info.model_uri, outcome.evaluation.macro_f1
@@ -231,6 +246,7 @@ def log_training(
         run_id=run_id,
         dag_run_id=dag_run_id,
         model_uri=model_info.model_uri,
+        holdout_model_uri=holdout_info.model_uri,
         best_candidate=outcome.best.name,
         macro_f1=outcome.evaluation.macro_f1,
         accuracy=outcome.evaluation.accuracy,
@@ -276,10 +292,17 @@ def _current_alias_version(client: Any, model_name: str, alias: str) -> str | No
         raise
 
 
-def _macro_f1_of_version(model_name: str, version: str, evaluation: pd.DataFrame) -> float:
+HOLDOUT_TAG = "holdout_model_uri"
 
-    model = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
-    return score(model, evaluation).macro_f1
+
+def _holdout_uri_of_version(client: Any, model_name: str, version: str) -> str:
+    """The model that speaks for a version on the evaluation set: its hold-out model, else the version itself."""
+    tags = client.get_model_version(model_name, version).tags
+    return tags.get(HOLDOUT_TAG) or f"models:/{model_name}/{version}"
+
+
+def _macro_f1_of(model_uri: str, evaluation: pd.DataFrame) -> float:
+    return score(mlflow.sklearn.load_model(model_uri), evaluation).macro_f1
 
 
 def register_and_promote(
@@ -289,18 +312,26 @@ def register_and_promote(
     model_name: str,
     alias: str,
 ) -> PromotionResult:
-    """Register the run's model and move ``alias`` to it if it beats or ties the alias holder on ``evaluation``."""
+    """Register the run's served model; move ``alias`` to it if it beats or ties the alias holder on ``evaluation``.
+
+    Both sides are scored through their hold-out models, which never saw the
+    evaluation rows (the served models did).
+    """
 
     client = MlflowClient()
     champion_version = _current_alias_version(client, model_name, alias)
     registered = mlflow.register_model(
         trained.model_uri,
         model_name,
-        tags={"dag_run_id": trained.dag_run_id, "run_id": trained.run_id},
+        tags={"dag_run_id": trained.dag_run_id, "run_id": trained.run_id, HOLDOUT_TAG: trained.holdout_model_uri},
     )
     version = str(registered.version)
-    challenger_f1 = _macro_f1_of_version(model_name, version, evaluation)
-    champion_f1 = None if champion_version is None else _macro_f1_of_version(model_name, champion_version, evaluation)
+    challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
+    champion_f1 = (
+        None
+        if champion_version is None
+        else _macro_f1_of(_holdout_uri_of_version(client, model_name, champion_version), evaluation)
+    )
     decision = decide_promotion(challenger_f1, champion_f1, champion_version)
     if decision.promote:
         client.set_registered_model_alias(model_name, alias, version)

@@ -195,3 +195,34 @@ def test_the_service_uses_its_own_tracking_uri_not_mlflows_global_one(
         response = client.post("/predict", json=record_of(shared_frame, 0))
         assert response.status_code == 200, response.text
         assert response.json()["model_version"] == serving_store.version.version
+
+
+def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_says_why(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        assert client.get("/model").json()["version"] == first.version
+        before = set(store.artifact_root.rglob("model.skops"))
+        broken = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        (broken_file,) = set(store.artifact_root.rglob("model.skops")) - before
+        broken_file.write_bytes(b"not a skops archive")  # e.g. a half-written or corrupted artifact
+
+        reload = client.post("/model/reload").json()
+        assert reload["swapped"] is False
+        assert reload["registry_state"] == "load_failed"
+        assert (
+            f"version {broken.version} of registered model 'covertype' could not be loaded"
+            in (reload["registry_message"])
+        )
+        # Requests keep being answered by the version that was loaded.
+        response = client.post("/predict", json=record_of(shared_frame, 0))
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == first.version
+        health = client.get("/health").json()
+        assert (health["model_loaded"], health["registry_state"]) == (True, "load_failed")
+
+        # Once the alias points at a version that loads, the service moves on.
+        third = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+        assert client.post("/model/reload").json()["swapped"] is True
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == third.version

@@ -62,6 +62,10 @@ def test_register_and_promote_follows_the_rule(mlflow_store: str, shared_observa
 
     worse = promote(_log(weak, "run-3"))
     assert (worse.version, worse.promoted, worse.reason) == ("3", False, "champion_better")
+    # Each side is scored through its hold-out model (which never saw these rows), not through the
+    # served model, whose score on rows it was fitted on would be inflated.
+    assert worse.champion_macro_f1 == pytest.approx(strong.evaluation.macro_f1)
+    assert training.score(strong.model, evaluation).macro_f1 > worse.champion_macro_f1
     assert worse.production_version == "2"
     assert str(client.get_model_version_by_alias("covertype", "production").version) == "2"
 
@@ -81,6 +85,27 @@ def test_register_and_promote_follows_the_rule(mlflow_store: str, shared_observa
     assert run.data.metrics["promoted"] == 0.0
     assert run.data.metrics["champion_macro_f1"] == pytest.approx(worse.champion_macro_f1)
     assert run.data.metrics["challenger_macro_f1"] == pytest.approx(worse.challenger_macro_f1)
+
+
+def test_a_version_without_a_holdout_model_is_scored_itself(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """Versions registered before hold-out models existed were fitted without the evaluation set."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=6)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    legacy_run = _log(outcome, "run-legacy")
+    legacy = mlflow.register_model(legacy_run.holdout_model_uri, "covertype")  # no holdout_model_uri tag
+    client.set_registered_model_alias("covertype", "production", legacy.version)
+
+    new_run = _log(outcome, "run-new")
+    result = tracking.register_and_promote(new_run, evaluation, model_name="covertype", alias="production")
+    assert result.champion_version == str(legacy.version)
+    assert result.champion_macro_f1 == pytest.approx(training.score(outcome.holdout_model, evaluation).macro_f1)
+    assert (result.promoted, result.reason) == (True, "tie")
+    version = client.get_model_version("covertype", result.version)
+    assert version.tags["holdout_model_uri"] == new_run.holdout_model_uri
 
 
 def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
@@ -113,3 +138,8 @@ def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
     assert model.predict(sample).tolist() == outcome.model.predict(sample).tolist()
     info = mlflow.models.get_model_info(trained.model_uri)
     assert [c["name"] for c in info.signature.inputs.to_dict()] == list(sample.columns)
+    # The hold-out model (no evaluation rows) is logged beside it, and its size and tree count too.
+    holdout = mlflow.sklearn.load_model(trained.holdout_model_uri)
+    assert holdout.predict(sample).tolist() == outcome.holdout_model.predict(sample).tolist()
+    assert trained.holdout_model_uri != trained.model_uri
+    assert {"model_mb", "n_trees", "holdout_model_mb", "holdout_n_trees"} <= set(run.data.metrics)

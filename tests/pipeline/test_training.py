@@ -93,6 +93,35 @@ def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.Dat
     assert outcome.model.classes_.tolist() == list(COVER_TYPE_LABELS)
 
 
+def _rows_fitted_on(model: object) -> set[int]:
+    """Training-set sizes seen by a forest's trees (the root's sample count; extra-trees do not bootstrap)."""
+    forest = model.named_steps["classifier"].estimator_  # type: ignore[attr-defined]
+    return {int(tree.tree_.n_node_samples[0]) for tree in forest.estimators_}
+
+
+def test_served_model_uses_every_row_and_the_holdout_model_skips_the_evaluation_set(
+    shared_observations: pd.DataFrame,
+) -> None:
+    frame = shared_observations.sample(2500, random_state=1)
+    config = training.TrainingConfig(
+        n_estimators=10,
+        search_n_estimators=5,
+        candidates=(training.Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),),
+        search_folds=2,
+        n_jobs=1,
+        profile="test",
+    )
+    outcome = training.train(frame, config)
+    assert _rows_fitted_on(outcome.holdout_model) == {len(outcome.split.train)}
+    assert _rows_fitted_on(outcome.model) == {len(frame)} == {len(outcome.all_rows)}
+    # The reported evaluation score is the hold-out model's, recomputed here from scratch.
+    rescored = training.score(outcome.holdout_model, outcome.split.evaluation)
+    assert (outcome.evaluation.macro_f1, outcome.evaluation.rows) == (rescored.macro_f1, rescored.rows)
+    np.testing.assert_array_equal(outcome.evaluation.confusion, rescored.confusion)
+    # The served model has seen the evaluation rows: its own score there would be inflated.
+    assert training.score(outcome.model, outcome.split.evaluation).macro_f1 > outcome.evaluation.macro_f1
+
+
 def test_model_answers_all_seven_classes_even_when_trained_on_three(shared_observations: pd.DataFrame) -> None:
     subset = shared_observations[shared_observations[LABEL_COLUMN].isin([1, 2, 5])].head(400)
     outcome = training.train(subset, FAST)
