@@ -122,6 +122,31 @@ def test_served_model_uses_every_row_and_the_holdout_model_skips_the_evaluation_
     assert training.score(outcome.model, outcome.split.evaluation).macro_f1 > outcome.evaluation.macro_f1
 
 
+def test_search_runs_on_a_stable_sample_past_its_row_cap(shared_observations: pd.DataFrame) -> None:
+    config = training.TrainingConfig(
+        n_estimators=6,
+        search_n_estimators=4,
+        candidates=(training.Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),),
+        search_folds=2,
+        search_max_rows=600,
+        n_jobs=1,
+        profile="test",
+    )
+    frame = shared_observations.sample(3000, random_state=2)
+    split = training.split_observations(frame, config)
+    sample = training.search_sample(split, config)
+    assert 450 < len(sample.train) < 750 < len(split.train)
+    assert set(sample.train["row_hash"]) <= set(split.train["row_hash"])
+    # The same rows whatever the order the store returns them in.
+    shuffled_split = training.split_observations(frame.sample(frac=1.0, random_state=9), config)
+    shuffled = training.search_sample(shuffled_split, config)
+    assert set(shuffled.train["row_hash"]) == set(sample.train["row_hash"])
+
+    outcome = training.train(frame, config)
+    assert outcome.candidates[0].scores.rows == len(sample.train)
+    assert _rows_fitted_on(outcome.model) == {len(frame)}  # the final fits still use every row
+
+
 def test_model_answers_all_seven_classes_even_when_trained_on_three(shared_observations: pd.DataFrame) -> None:
     subset = shared_observations[shared_observations[LABEL_COLUMN].isin([1, 2, 5])].head(400)
     outcome = training.train(subset, FAST)
