@@ -10,6 +10,7 @@ alias; the inference service answers with that version; the UI answers; then
 from __future__ import annotations
 
 import csv
+import json
 import time
 from typing import Any
 
@@ -193,17 +194,27 @@ def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> No
         "runs/search",
         {"experiment_ids": [experiment["experiment_id"]], "max_results": 500},
     ).get("runs", [])
-    parents = {}
+    parents: dict[str, Any] = {}
+    attempts: dict[str, list[str]] = {}
     for run in found:
         tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
-        if "mlflow.parentRunId" not in tags and tags.get("dag_run_id") in seen["runs"]:
+        if "mlflow.parentRunId" in tags or tags.get("dag_run_id") not in seen["runs"]:
+            continue
+        metric_count = len(run["data"].get("metrics", []))
+        attempts.setdefault(tags["dag_run_id"], []).append(f"{run['info']['status']} ({metric_count} metrics)")
+        # A retried training task leaves its failed attempt's run beside the finished one.
+        if run["info"]["status"] == "FINISHED":
             parents[tags["dag_run_id"]] = run
-    assert set(parents) == seen["runs"], "every successful DAG run has its training run"
+    print(f"[e2e] training runs per DAG run: {attempts}")
+    assert set(parents) == seen["runs"], f"every successful DAG run has a finished training run: {attempts}"
     for run in parents.values():
         metrics = {metric["key"] for metric in run["data"].get("metrics", [])}
-        assert {"macro_f1", "accuracy", "rows_used", "batches_seen"} <= metrics, metrics
+        assert {"macro_f1", "accuracy", "rows_used", "batches_seen", "holdout_n_trees"} <= metrics, metrics
 
     version = production_version(stack)
+    # The served version names the hold-out model its promotion was decided with.
+    version_tags = {tag["key"]: tag["value"] for tag in version.get("tags", [])}
+    assert version_tags.get("holdout_model_uri", "").startswith("models:/"), version_tags
     run_ids = {run["info"]["run_id"] for run in parents.values()}
     assert version["run_id"] in run_ids | {r["info"]["run_id"] for r in found}
     seen["mlflow_runs"] = run_ids
@@ -225,6 +236,51 @@ def test_ui_answers(stack: Stack) -> None:
     page = http("GET", stack.url("UI_HOST_PORT", "/"))
     assert page.status == 200
     assert b"<title>" in page.body
+
+
+# Runs inside the UI container, with its own environment (the stack's service URLs and Airflow
+# login): Streamlit's AppTest renders the Pipeline and Models pages against the real services
+# and prints what a user would read there. A browser would show the same elements.
+UI_PAGES_SCRIPT = """
+import json
+from streamlit.testing.v1 import AppTest
+
+def page(name):
+    app = AppTest.from_file("ui/streamlit_app.py", default_timeout=120).run()
+    app.switch_page(f"app_pages/{name}.py").run()
+    return app
+
+def text(app):
+    kinds = ("subheader", "markdown", "caption", "error", "warning", "info", "success")
+    return "\\n".join(str(e.value) for kind in kinds for e in getattr(app, kind))
+
+pipeline = page("pipeline")
+runs = pipeline.dataframe[0].value if len(pipeline.dataframe) else None
+models = page("models")
+print(json.dumps({
+    "pipeline_exceptions": [str(e.value) for e in pipeline.exception],
+    "pipeline_errors": [str(e.value) for e in pipeline.error],
+    "runs": None if runs is None else runs[["run", "state", "batch", "model version"]].astype(str).to_dict("records"),
+    "models_exceptions": [str(e.value) for e in models.exception],
+    "models_errors": [str(e.value) for e in models.error],
+    "models_text": text(models),
+}))
+"""
+
+
+def test_ui_pages_show_the_stacks_runs_and_production_model(stack: Stack) -> None:
+    out = stack.compose.run("exec", "-T", "ui", "python", "-c", UI_PAGES_SCRIPT, timeout_s=300).stdout
+    pages = json.loads(out.strip().splitlines()[-1])
+    for problem in ("pipeline_exceptions", "pipeline_errors", "models_exceptions", "models_errors"):
+        assert not pages[problem], pages
+    shown = {row["run"]: row for row in pages["runs"]}
+    # Every successful run the Airflow API reported is on the Pipeline page, with its state and batch.
+    for run_id in seen["runs"]:
+        assert run_id in shown, f"{run_id} not on the Pipeline page: {sorted(shown)}"
+        assert shown[run_id]["state"] == "success"
+        assert float(shown[run_id]["batch"]) == seen["fetches"][run_id][0]
+    version = production_version(stack)["version"]
+    assert f"version {version}**" in pages["models_text"], pages["models_text"][:2000]
 
 
 def test_nothing_is_lost_across_down_and_up(stack: Stack) -> None:

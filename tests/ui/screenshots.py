@@ -8,11 +8,16 @@ Then runs ``streamlit run ui/streamlit_app.py`` against them and drives
 Chromium over the DevTools protocol: open each page, wait until Streamlit has
 finished running the script, submit the Predict form, upload a CSV on the Batch
 page, and save ``docs/screenshots/<page>.png``.
+
+With ``UI_URL`` set (``make screenshots UI_URL=http://localhost:8503``) it starts
+nothing and photographs a running stack's UI instead: real Airflow runs and
+real MLflow history.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -208,48 +213,63 @@ def batch_upload_file(csv_path: Path, folder: Path) -> Path:
     return path
 
 
+def shoot_every_page(browser: Browser, base: str, csv_path: Path, folder: Path) -> None:
+    """Open each page of the UI at ``base``, act on the interactive ones, save ``docs/screenshots/<page>.png``."""
+    browser.open(f"{base}/", 1080)
+    browser.click_button("Predict the cover type")
+    browser.wait_until("document.body.innerText.includes('Predicted cover type')", "the prediction")
+    browser.save(OUT_DIR / "predict.png")
+
+    browser.open(f"{base}/batch", 1250)
+    browser.upload(batch_upload_file(csv_path, folder))
+    browser.wait_until("document.body.innerText.includes('Rejected rows')", "the batch predictions")
+    browser.save(OUT_DIR / "batch.png")
+
+    for page, height in (("pipeline", 900), ("models", 1300), ("data", 1300)):
+        browser.open(f"{base}/{page}", height)
+        browser.save(OUT_DIR / f"{page}.png")
+
+
 def main() -> None:
+    """Against local back ends and the Airflow stub; or, with ``UI_URL`` set, against a running stack's UI."""
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install -y chromium (or set CHROMIUM)")
     csv_path = shared_csv()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    running_ui = os.environ.get("UI_URL")
     with tempfile.TemporaryDirectory(prefix="ui-screenshots-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        frame = backends.load_frame(csv_path)
-        store = backends.build_mlflow_store(folder / "mlflow", frame, history=SCREENSHOT_HISTORY)
-        inference_url = stack.enter_context(backends.inference_server(store.tracking_uri))
-        data_db_url = backends.fill_data_db(folder / "covertype.db", csv_path, batches=4)
-        data_api_url = stack.enter_context(backends.data_api_server(csv_path, folder / "data-api", portions=4))
-        airflow = AirflowStubState(runs=sample_runs(6))
-        airflow_url = stack.enter_context(serve(create_stub(airflow)))
-        env = {
-            **os.environ,
-            "INFERENCE_URL": inference_url,
-            "MLFLOW_TRACKING_URI": store.tracking_uri,
-            "MLFLOW_UI_URL": "http://localhost:5000",
-            "DATA_DB_URL": data_db_url,
-            "DATA_API_URL": data_api_url,
-            "AIRFLOW_API_URL": airflow_url,
-            "AIRFLOW_USERNAME": airflow.username,
-            "AIRFLOW_PASSWORD": airflow.password,
-            "DATA_DIR": str(folder / "ui-data"),
-        }
-        base = stack.enter_context(streamlit_server(env))
+        if running_ui:
+            base = running_ui.rstrip("/")
+            wait_for_http(f"{base}/_stcore/health")
+        else:
+            base = stack.enter_context(local_ui(folder, csv_path, stack))
         browser = stack.enter_context(chromium(folder / "chromium-profile"))
+        shoot_every_page(browser, base, csv_path, folder)
 
-        browser.open(f"{base}/", 1080)
-        browser.click_button("Predict the cover type")
-        browser.wait_until("document.body.innerText.includes('Predicted cover type')", "the prediction")
-        browser.save(OUT_DIR / "predict.png")
 
-        browser.open(f"{base}/batch", 1250)
-        browser.upload(batch_upload_file(csv_path, folder))
-        browser.wait_until("document.body.innerText.includes('Rejected rows')", "the batch predictions")
-        browser.save(OUT_DIR / "batch.png")
-
-        for page, height in (("pipeline", 900), ("models", 1300), ("data", 1300)):
-            browser.open(f"{base}/{page}", height)
-            browser.save(OUT_DIR / f"{page}.png")
+def local_ui(folder: Path, csv_path: Path, stack: ExitStack) -> contextlib.AbstractContextManager[str]:
+    """``streamlit run`` against local back ends (MLflow store, inference, replica, SQLite, Airflow stub)."""
+    frame = backends.load_frame(csv_path)
+    store = backends.build_mlflow_store(folder / "mlflow", frame, history=SCREENSHOT_HISTORY)
+    inference_url = stack.enter_context(backends.inference_server(store.tracking_uri))
+    data_db_url = backends.fill_data_db(folder / "covertype.db", csv_path, batches=4)
+    data_api_url = stack.enter_context(backends.data_api_server(csv_path, folder / "data-api", portions=4))
+    airflow = AirflowStubState(runs=sample_runs(6))
+    airflow_url = stack.enter_context(serve(create_stub(airflow)))
+    env = {
+        **os.environ,
+        "INFERENCE_URL": inference_url,
+        "MLFLOW_TRACKING_URI": store.tracking_uri,
+        "MLFLOW_UI_URL": "http://localhost:5000",
+        "DATA_DB_URL": data_db_url,
+        "DATA_API_URL": data_api_url,
+        "AIRFLOW_API_URL": airflow_url,
+        "AIRFLOW_USERNAME": airflow.username,
+        "AIRFLOW_PASSWORD": airflow.password,
+        "DATA_DIR": str(folder / "ui-data"),
+    }
+    return streamlit_server(env)
 
 
 if __name__ == "__main__":
