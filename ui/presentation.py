@@ -40,11 +40,26 @@ def _result(run: DagRun, task: str, key: str) -> Any:
 
 
 def _promotion(run: DagRun) -> str | None:
+    """The decision with the two scores it compared, e.g. ``no: 0.781 < 0.790 (v7)`` or ``yes: first model``.
+
+    The scores are the ones the decision used (the challenger's and the
+    production version's, on the evaluation set as it was at that run), which
+    can differ from each run's own ``macro-F1`` column: the evaluation set
+    grows with every batch.
+    """
     promoted = _result(run, PROMOTE_TASK, "promoted")
     if promoted is None:
         return None
+    answer = "yes" if promoted else "no"
     reason = _result(run, PROMOTE_TASK, "reason")
-    return f"{'yes' if promoted else 'no'} ({reason})" if reason else ("yes" if promoted else "no")
+    challenger = _result(run, PROMOTE_TASK, "challenger_macro_f1")
+    champion = _result(run, PROMOTE_TASK, "champion_macro_f1")
+    if reason == "no_production_model":
+        return f"{answer}: first model"
+    if challenger is None or champion is None:
+        return f"{answer} ({reason})" if reason else answer
+    relation = {"challenger_better": ">", "tie": "=", "champion_better": "<"}.get(reason, "vs")
+    return f"{answer}: {challenger:.3f} {relation} {champion:.3f} (v{_result(run, PROMOTE_TASK, 'champion_version')})"
 
 
 def _short_time(value: str | None) -> str | None:

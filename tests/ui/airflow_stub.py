@@ -53,9 +53,16 @@ TASKS = ("fetch", "store", "train_and_log", "register_and_promote")
 PORTION = 151
 
 
-def _pipeline_results(batch: int, macro_f1: float, promoted: bool, version: int) -> dict[str, Any]:
-    """What the pipeline's four tasks return for one run (``covertype.pipeline``), with a short payload."""
+def _pipeline_results(
+    batch: int, macro_f1: float, promoted: bool, champion: tuple[str, float] | None
+) -> dict[str, Any]:
+    """What the pipeline's four tasks return for one run (``covertype.pipeline``), with a short payload.
+
+    ``champion`` is the production version before this run and its score on this run's evaluation set.
+    """
     rows_total = PORTION * batch
+    champion_version, champion_f1 = champion or (None, None)
+    reason = "no_production_model" if champion is None else ("challenger_better" if promoted else "champion_better")
     return {
         "fetch": {"group_number": 1, "batch_number": batch, "fetched_at": "2026-11-27T06:00:00+00:00",
                   "payload_sha256": "0" * 64, "rows": [["2596", "51"]] * 3},
@@ -64,11 +71,11 @@ def _pipeline_results(batch: int, macro_f1: float, promoted: bool, version: int)
                   "rejected_by_reason": {}, "label_scheme": "1..7", "payload_sha256": "0" * 64,
                   "already_stored": False, "observations_total": rows_total, "batches_seen": list(range(1, batch + 1))},
         "train_and_log": {"run_id": f"{batch:032x}", "macro_f1": macro_f1, "accuracy": macro_f1 + 0.01,
-                          "rows_used": rows_total, "batches_seen": batch, "best_candidate": "hist_gradient_boosting"},
-        "register_and_promote": {"model_name": "covertype", "version": str(version), "alias": "production",
-                                 "promoted": promoted, "reason": "challenger_better" if promoted else "champion_better",
-                                 "challenger_macro_f1": macro_f1,
-                                 "production_version": str(version if promoted else version - 1)},
+                          "rows_used": rows_total, "batches_seen": batch, "best_candidate": "extra_trees_0.3"},
+        "register_and_promote": {"model_name": "covertype", "version": str(batch), "alias": "production",
+                                 "promoted": promoted, "reason": reason, "challenger_macro_f1": macro_f1,
+                                 "champion_macro_f1": champion_f1, "champion_version": champion_version,
+                                 "production_version": str(batch) if promoted else champion_version},
     }  # fmt: skip
 
 
@@ -77,9 +84,13 @@ def sample_runs(count: int = 4, start: datetime | None = None) -> list[StubRun]:
     then one run skipped because the collection was complete."""
     start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=6 * (count + 1))
     runs = []
+    production: str | None = None
     for index in range(count):
         batch = index + 1
+        macro_f1 = round(0.70 + 0.03 * index, 4)
         promoted = index != 2
+        # The champion's score on this run's evaluation set: below a promoted challenger, above a refused one.
+        champion = None if production is None else (production, round(macro_f1 + (-0.02 if promoted else 0.01), 4))
         runs.append(
             StubRun(
                 run_id=f"scheduled__{(start + timedelta(minutes=6 * index)).isoformat()}",
@@ -87,9 +98,10 @@ def sample_runs(count: int = 4, start: datetime | None = None) -> list[StubRun]:
                 run_type="scheduled",
                 run_after=start + timedelta(minutes=6 * index),
                 task_states=dict.fromkeys(TASKS, "success"),
-                task_results=_pipeline_results(batch, round(0.70 + 0.03 * index, 4), promoted, batch),
+                task_results=_pipeline_results(batch, macro_f1, promoted, champion),
             )
         )
+        production = str(batch) if promoted else production
     skipped_at = start + timedelta(minutes=6 * count)
     runs.append(
         StubRun(

@@ -237,7 +237,8 @@ def main() -> None:
     csv_path = shared_csv()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     running_ui = os.environ.get("UI_URL")
-    with tempfile.TemporaryDirectory(prefix="ui-screenshots-") as tmp, ExitStack() as stack:
+    # Chromium may still be writing its profile while the folder is removed: that must not fail the run.
+    with tempfile.TemporaryDirectory(prefix="ui-screenshots-", ignore_cleanup_errors=True) as tmp, ExitStack() as stack:
         folder = Path(tmp)
         if running_ui:
             base = running_ui.rstrip("/")

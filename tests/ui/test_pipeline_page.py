@@ -36,11 +36,12 @@ def test_recent_runs_show_state_batch_rows_and_promotion(airflow: AirflowStubSta
     assert runs["new rows stored"].tolist()[1:] == [142] * 4
     assert runs["macro-F1"].tolist()[1:] == [0.79, 0.76, 0.73, 0.70]
     assert runs["model version"].tolist()[1:] == ["4", "3", "2", "1"]
+    # The decision, with the two scores it compared and the production version it was compared with.
     assert runs["promoted"].tolist()[1:] == [
-        "yes (challenger_better)",
-        "no (champion_better)",
-        "yes (challenger_better)",
-        "yes (challenger_better)",
+        "yes: 0.790 > 0.770 (v2)",
+        "no: 0.760 < 0.770 (v2)",
+        "yes: 0.730 > 0.710 (v1)",
+        "yes: first model",
     ]
     assert app.toggle(key="pipeline_paused").value is False
 
@@ -50,7 +51,7 @@ def test_results_stored_as_json_text_are_read_too(airflow: AirflowStubState) -> 
     app = open_page("pipeline")
     [runs] = [frame.value for frame in app.dataframe]
     assert runs["batch"].tolist()[1:] == [4, 3, 2, 1]
-    assert runs["promoted"].tolist()[2] == "no (champion_better)"
+    assert runs["promoted"].tolist()[2] == "no: 0.760 < 0.770 (v2)"
 
 
 def test_trigger_button_queues_a_run(airflow: AirflowStubState) -> None:

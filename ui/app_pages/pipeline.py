@@ -85,7 +85,12 @@ def render() -> None:
         runs_frame(runs),
         hide_index=True,
         width="stretch",
-        column_config={"macro-F1": st.column_config.NumberColumn(format="%.4f")},
+        column_config={
+            "macro-F1": st.column_config.NumberColumn(format="%.4f"),
+            "promoted": st.column_config.TextColumn(
+                width="medium", help="challenger's macro-F1 vs the production version's, on that run's evaluation set"
+            ),
+        },
     )
     if st.button("Refresh", key=f"{KEY}refresh"):
         services.dag_runs.clear()
