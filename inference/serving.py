@@ -3,7 +3,8 @@
 Measured on the production model (47 extra trees, one row): the trees
 themselves take ~0.3 ms, but ``ForestClassifier.predict_proba`` takes ~11 ms,
 almost all of it joblib's per-tree dispatch (config propagation, warning
-filters) even with ``n_jobs=1``. The replacement below does what sklearn
+filters) even with ``n_jobs=1``. The replacement, ``covertype.estimators.forest_proba``
+(the same function the trained model's ``AllCoverTypes`` uses), does what sklearn
 does, in the same order (validate, sum each tree's ``predict_proba`` into a
 float64 array, divide by the number of trees), without the dispatch; its
 output is bit-for-bit the same (tests check it). Only single-output forests
@@ -15,22 +16,13 @@ from __future__ import annotations
 import types
 from typing import Any
 
-import numpy as np
 from sklearn.ensemble._forest import ForestClassifier
 from sklearn.pipeline import Pipeline
 
+from covertype.estimators import forest_proba, is_single_output_forest
+
 # Fitted attributes under which wrappers keep their inner estimator (e.g. covertype's AllCoverTypes).
 _WRAPPED_ATTRIBUTES = ("estimator_", "base_estimator_", "final_estimator_", "classifier_")
-
-
-def sequential_forest_proba(forest: ForestClassifier, X: Any) -> np.ndarray:  # noqa: N803 (sklearn's name)
-    """``ForestClassifier.predict_proba`` for one output, summed tree by tree in this thread."""
-    X = forest._validate_X_predict(X)  # noqa: N806 - the same validation sklearn's method runs
-    proba = np.zeros((X.shape[0], forest.n_classes_), dtype=np.float64)
-    for tree in forest.estimators_:
-        proba += tree.predict_proba(X, check_input=False)
-    proba /= len(forest.estimators_)
-    return proba
 
 
 def _forests(model: Any, seen: set[int]) -> list[ForestClassifier]:
@@ -64,7 +56,7 @@ def prepare_for_serving(model: Any) -> list[str]:
         changes.append(f"n_jobs=1 on {len(jobs)} estimator(s)")
     for forest in _forests(model, set()):
         forest.n_jobs = 1
-        if getattr(forest, "n_outputs_", 1) == 1 and isinstance(getattr(forest, "n_classes_", None), (int, np.integer)):
-            forest.predict_proba = types.MethodType(sequential_forest_proba, forest)
+        if is_single_output_forest(forest):
+            forest.predict_proba = types.MethodType(forest_proba, forest)
             changes.append(f"sequential predict_proba on {type(forest).__name__} ({len(forest.estimators_)} trees)")
     return changes

@@ -19,41 +19,45 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-from sklearn.tree import DecisionTreeClassifier
+from sklearn.ensemble._forest import ForestClassifier
 
 from covertype.schema import COVER_TYPE_LABELS
 
 ALL_CLASSES = np.asarray(COVER_TYPE_LABELS, dtype=np.int64)
 
 
-Forest = ExtraTreesClassifier | RandomForestClassifier
-
-
-def forest_proba(forest: Forest, X: Any) -> np.ndarray:  # noqa: N803 (sklearn's naming)
-    """The forest's ``predict_proba`` for dense input, computed tree by tree on the calling thread.
+def forest_proba(forest: ForestClassifier, X: Any) -> np.ndarray:  # noqa: N803 (sklearn's naming)
+    """A single-output forest's ``predict_proba``, computed tree by tree on the calling thread.
 
     Same arithmetic as scikit-learn's (the mean of the trees' probabilities,
-    summed in tree order), with the input checked once instead of once per
-    tree and no joblib dispatch.
+    summed in tree order into float64), with the input checked once instead of
+    once per tree and no joblib dispatch. Dense input gets a lean check of its
+    own (shape, finiteness, float32 like the trees); sparse input goes through
+    the forest's own validation (CSR float32), which is what its
+    ``predict_proba`` would run. This is the one fast path: the model's
+    ``AllCoverTypes`` calls it, and the inference service installs it on any
+    forest it loads (``inference.serving.prepare_for_serving``).
     """
-    features = np.ascontiguousarray(X, dtype=np.float32)
-    if features.ndim != 2 or features.shape[1] != forest.n_features_in_:
-        raise ValueError(f"expected a 2-D array with {forest.n_features_in_} features, got shape {features.shape}")
-    if not np.isfinite(features).all():
-        raise ValueError("input contains NaN or infinity")
-    total = np.zeros((features.shape[0], len(forest.classes_)), dtype=np.float64)
+    if sparse.issparse(X):
+        features = forest._validate_X_predict(X)
+    else:
+        features = np.ascontiguousarray(X, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != forest.n_features_in_:
+            raise ValueError(f"expected a 2-D array with {forest.n_features_in_} features, got shape {features.shape}")
+        if not np.isfinite(features).all():
+            raise ValueError("input contains NaN or infinity")
+    total = np.zeros((features.shape[0], forest.n_classes_), dtype=np.float64)
     for tree in forest.estimators_:
         total += tree.predict_proba(features, check_input=False)
     return total / len(forest.estimators_)
 
 
-def _is_tree_forest(estimator: Any) -> bool:
-    """A fitted single-output forest of decision trees (what ``forest_proba`` handles)."""
+def is_single_output_forest(estimator: Any) -> bool:
+    """A fitted single-output forest classifier (what ``forest_proba`` handles)."""
     return (
-        isinstance(estimator, ExtraTreesClassifier | RandomForestClassifier)
-        and estimator.n_outputs_ == 1
-        and all(isinstance(tree, DecisionTreeClassifier) for tree in estimator.estimators_)
+        isinstance(estimator, ForestClassifier)
+        and getattr(estimator, "n_outputs_", None) == 1
+        and isinstance(getattr(estimator, "n_classes_", None), int | np.integer)
     )
 
 
@@ -76,7 +80,7 @@ class AllCoverTypes(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
         """Probabilities with one column per cover type 1..7 (0 for a class never trained on)."""
-        if _is_tree_forest(self.estimator_) and not sparse.issparse(X):
+        if is_single_output_forest(self.estimator_):
             inner = forest_proba(self.estimator_, X)
         else:
             inner = self.estimator_.predict_proba(X)

@@ -11,9 +11,9 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from covertype.estimators import AllCoverTypes
+from covertype.estimators import AllCoverTypes, forest_proba
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
-from inference.serving import prepare_for_serving, sequential_forest_proba
+from inference.serving import prepare_for_serving
 from tests.inference.model_factory import build_pipeline
 
 
@@ -27,7 +27,7 @@ def test_prepared_pipeline_gives_bit_identical_probabilities(shared_frame: pd.Da
     changes = prepare_for_serving(prepared)
     assert any("sequential predict_proba" in change for change in changes)
     assert prepared.named_steps["model"].n_jobs == 1
-    assert prepared.named_steps["model"].predict_proba.__func__ is sequential_forest_proba
+    assert prepared.named_steps["model"].predict_proba.__func__ is forest_proba
 
     features = shared_frame[list(FEATURE_COLUMNS)]
     assert np.array_equal(prepared.predict_proba(features), pipeline.predict_proba(features))

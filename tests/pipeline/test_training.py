@@ -195,7 +195,7 @@ def test_fast_forest_proba_equals_sklearn_and_checks_its_input(shared_observatio
         forest_proba(forest, np.full_like(features, np.nan))
 
 
-def test_all_cover_types_leaves_sparse_input_to_sklearn(shared_observations: pd.DataFrame) -> None:
+def test_fast_forest_proba_takes_sparse_input_too(shared_observations: pd.DataFrame) -> None:
     # A wrapped forest behind a sparse encoder (not our pipeline's, but a valid use of the wrapper).
     frame = shared_observations.sample(800, random_state=2)
     dense = frame[["Elevation", "Slope", "Aspect"]].to_numpy(dtype=np.float64)
@@ -205,3 +205,7 @@ def test_all_cover_types_leaves_sparse_input_to_sklearn(shared_observations: pd.
     from_sparse = wrapped.predict_proba(sparse.csr_matrix(dense))
     np.testing.assert_array_equal(from_sparse, wrapped.predict_proba(dense))
     assert from_sparse.shape == (800, 7)
+    forest = wrapped.estimator_
+    np.testing.assert_array_equal(forest_proba(forest, sparse.csc_matrix(dense)), forest.predict_proba(dense))
+    with pytest.raises(ValueError, match="features"):
+        forest_proba(forest, sparse.csr_matrix(dense[:, :2]))
