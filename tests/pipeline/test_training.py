@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 from sklearn.ensemble import ExtraTreesClassifier
+from sklearn.exceptions import NotFittedError
 
 from covertype import training
 from covertype.estimators import AllCoverTypes, forest_proba
@@ -193,6 +194,8 @@ def test_fast_forest_proba_equals_sklearn_and_checks_its_input(shared_observatio
         forest_proba(forest, features[:, :-1])
     with pytest.raises(ValueError, match="NaN"):
         forest_proba(forest, np.full_like(features, np.nan))
+    with pytest.raises(NotFittedError):
+        forest_proba(ExtraTreesClassifier(n_estimators=2), features)
 
 
 def test_fast_forest_proba_takes_sparse_input_too(shared_observations: pd.DataFrame) -> None:
