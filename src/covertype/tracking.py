@@ -188,6 +188,7 @@ def log_training(
                 "profile": outcome.config.profile,
                 "eval_fraction": outcome.config.eval_fraction,
                 "search_folds": outcome.config.search_folds,
+                "search_max_rows": outcome.config.search_max_rows,
                 "n_estimators": outcome.config.n_estimators,
                 "max_model_mb": outcome.config.max_model_mb,
                 "candidates": ",".join(c.name for c in outcome.config.candidates),
