@@ -66,6 +66,19 @@ def task_report(stack: Stack, run_id: str) -> str:
     return "\n".join(lines)
 
 
+def earlier_attempt_logs(stack: Stack, run_id: str, task_id: str) -> str:
+    """The log tails of a task's attempts before its last one: why a retried task was retried."""
+    headers = airflow_headers(stack)
+    base = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
+    answer = http("GET", base, headers=headers)
+    tries = int(answer.json().get("try_number") or 1) if answer.status == 200 else 1
+    lines = [f"[e2e] {run_id}/{task_id}: {tries} attempt(s)"]
+    for attempt in range(1, tries):
+        log = http("GET", f"{base}/logs/{attempt}", headers=headers)
+        lines.append(f"  attempt {attempt} log: {log.body[-3000:].decode(errors='replace')}")
+    return "\n".join(lines)
+
+
 def tasks_in_flight(stack: Stack) -> list[str]:
     """Task instances handed to the executor (queued) or running, across unfinished runs."""
     headers = airflow_headers(stack)
@@ -206,6 +219,9 @@ def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> No
         if run["info"]["status"] == "FINISHED":
             parents[tags["dag_run_id"]] = run
     print(f"[e2e] training runs per DAG run: {attempts}")
+    for dag_run_id, statuses in attempts.items():
+        if len(statuses) > 1 or not statuses[0].startswith("FINISHED"):
+            print(earlier_attempt_logs(stack, dag_run_id, "train_and_log"))
     assert set(parents) == seen["runs"], f"every successful DAG run has a finished training run: {attempts}"
     for run in parents.values():
         metrics = {metric["key"] for metric in run["data"].get("metrics", [])}
