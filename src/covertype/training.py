@@ -169,6 +169,11 @@ class Split:
     folds: np.ndarray  # search fold of each row of ``train``, in order
     evaluation: pd.DataFrame
 
+    @property
+    def all_rows(self) -> pd.DataFrame:
+        """Both parts: what the served model is fitted on."""
+        return pd.concat([self.train, self.evaluation])
+
 
 def split_observations(frame: pd.DataFrame, config: TrainingConfig) -> Split:
     """Split the store's observations (a frame with a ``row_hash`` column) by hash."""
@@ -367,11 +372,6 @@ class TrainingOutcome:
     train_seconds: float
     n_trees: int
 
-    @property
-    def all_rows(self) -> pd.DataFrame:
-        """What the served model was fitted on: the training part and the evaluation set."""
-        return pd.concat([self.split.train, self.split.evaluation])
-
 
 def _check_enough(split: Split, config: TrainingConfig) -> None:
     total = len(split.train) + len(split.evaluation)
@@ -461,7 +461,7 @@ def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingOutcome:
     best = max(results, key=lambda result: result.scores.macro_f1).candidate
     holdout_model, holdout_mb = _fit_final(best, split.train, config)
     evaluation = score(holdout_model, split.evaluation)
-    model, size_mb = _fit_final(best, pd.concat([split.train, split.evaluation]), config)
+    model, size_mb = _fit_final(best, split.all_rows, config)
     elapsed = time.perf_counter() - started
     n_trees = n_trees_of(model)
     log.info("best candidate %s: hold-out fit on %s rows scores macro-F1 %.4f on %s evaluation rows; "

@@ -114,7 +114,7 @@ def test_served_model_uses_every_row_and_the_holdout_model_skips_the_evaluation_
     )
     outcome = training.train(frame, config)
     assert _rows_fitted_on(outcome.holdout_model) == {len(outcome.split.train)}
-    assert _rows_fitted_on(outcome.model) == {len(frame)} == {len(outcome.all_rows)}
+    assert _rows_fitted_on(outcome.model) == {len(frame)} == {len(outcome.split.all_rows)}
     # The reported evaluation score is the hold-out model's, recomputed here from scratch.
     rescored = training.score(outcome.holdout_model, outcome.split.evaluation)
     assert (outcome.evaluation.macro_f1, outcome.evaluation.rows) == (rescored.macro_f1, rescored.rows)
