@@ -34,9 +34,8 @@ def forest_proba(forest: ForestClassifier, X: Any) -> np.ndarray:  # noqa: N803 
     summed in tree order into float64), with the input and the fitted state
     checked once instead of once per tree, and no joblib dispatch. Dense input
     gets a lean check of its own (shape, finiteness, float32 like the trees);
-    sparse input goes through
-    the forest's own validation (CSR float32), which is what its
-    ``predict_proba`` would run. This is the one fast path: the model's
+    sparse input goes through the forest's own validation (CSR float32), which
+    is what its ``predict_proba`` would run. This is the one fast path: the model's
     ``AllCoverTypes`` calls it, and the inference service installs it on any
     forest it loads (``inference.serving.prepare_for_serving``).
     """

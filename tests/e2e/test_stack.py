@@ -52,30 +52,36 @@ def dag_runs(stack: Stack) -> list[dict[str, Any]]:
     return answer.json()["dag_runs"]
 
 
+def task_instances_url(stack: Stack, run_id: str) -> str:
+    return stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+
+
+def log_tail(stack: Stack, headers: dict[str, str], run_id: str, task_id: str, attempt: int) -> str:
+    """The last 3,000 characters of one attempt's log of a task."""
+    log = http("GET", f"{task_instances_url(stack, run_id)}/{task_id}/logs/{max(attempt, 1)}", headers=headers)
+    return log.body[-3000:].decode(errors="replace")
+
+
 def task_report(stack: Stack, run_id: str) -> str:
     """Task states and the tail of each failed task's log: what a failed run needs explained."""
     headers = airflow_headers(stack)
-    base = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    answer = http("GET", base, headers=headers)
+    answer = http("GET", task_instances_url(stack, run_id), headers=headers)
     lines = [f"run {run_id}:"]
     for ti in answer.json().get("task_instances", []) if answer.status == 200 else []:
         lines.append(f"  {ti['task_id']}: {ti['state']} (try {ti.get('try_number')})")
         if ti["state"] in ("failed", "upstream_failed", "up_for_retry"):
-            log = http("GET", f"{base}/{ti['task_id']}/logs/{max(ti.get('try_number') or 1, 1)}", headers=headers)
-            lines.append(f"    log: {log.body[-3000:].decode(errors='replace')}")
+            lines.append(f"    log: {log_tail(stack, headers, run_id, ti['task_id'], ti.get('try_number') or 1)}")
     return "\n".join(lines)
 
 
 def earlier_attempt_logs(stack: Stack, run_id: str, task_id: str) -> str:
     """The log tails of a task's attempts before its last one: why a retried task was retried."""
     headers = airflow_headers(stack)
-    base = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}")
-    answer = http("GET", base, headers=headers)
+    answer = http("GET", f"{task_instances_url(stack, run_id)}/{task_id}", headers=headers)
     tries = int(answer.json().get("try_number") or 1) if answer.status == 200 else 1
     lines = [f"[e2e] {run_id}/{task_id}: {tries} attempt(s)"]
     for attempt in range(1, tries):
-        log = http("GET", f"{base}/logs/{attempt}", headers=headers)
-        lines.append(f"  attempt {attempt} log: {log.body[-3000:].decode(errors='replace')}")
+        lines.append(f"  attempt {attempt} log: {log_tail(stack, headers, run_id, task_id, attempt)}")
     return "\n".join(lines)
 
 
@@ -86,8 +92,7 @@ def tasks_in_flight(stack: Stack) -> list[str]:
     for run in dag_runs(stack):
         if run["state"] not in ("queued", "running"):
             continue
-        url = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances")
-        answer = http("GET", url, headers=headers)
+        answer = http("GET", task_instances_url(stack, run["dag_run_id"]), headers=headers)
         assert answer.status == 200, f"listing task instances: {answer.status} {answer.body[:300]!r}"
         busy += [
             f"{run['dag_run_id']}/{ti['task_id']}={ti['state']}"

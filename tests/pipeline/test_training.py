@@ -94,6 +94,17 @@ def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.Dat
     assert outcome.model.classes_.tolist() == list(COVER_TYPE_LABELS)
 
 
+def _one_small_candidate(**overrides: int) -> training.TrainingConfig:
+    """A quick configuration: one extra-trees candidate, two search folds, one thread."""
+    return training.TrainingConfig(
+        candidates=(training.Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),),
+        search_folds=2,
+        n_jobs=1,
+        profile="test",
+        **overrides,
+    )
+
+
 def _rows_fitted_on(model: object) -> set[int]:
     """Training-set sizes seen by a forest's trees (the root's sample count; extra-trees do not bootstrap)."""
     forest = model.named_steps["classifier"].estimator_  # type: ignore[attr-defined]
@@ -104,14 +115,7 @@ def test_served_model_uses_every_row_and_the_holdout_model_skips_the_evaluation_
     shared_observations: pd.DataFrame,
 ) -> None:
     frame = shared_observations.sample(2500, random_state=1)
-    config = training.TrainingConfig(
-        n_estimators=10,
-        search_n_estimators=5,
-        candidates=(training.Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),),
-        search_folds=2,
-        n_jobs=1,
-        profile="test",
-    )
+    config = _one_small_candidate(n_estimators=10, search_n_estimators=5)
     outcome = training.train(frame, config)
     assert _rows_fitted_on(outcome.holdout_model) == {len(outcome.split.train)}
     assert _rows_fitted_on(outcome.model) == {len(frame)} == {len(outcome.split.all_rows)}
@@ -124,15 +128,7 @@ def test_served_model_uses_every_row_and_the_holdout_model_skips_the_evaluation_
 
 
 def test_search_runs_on_a_stable_sample_past_its_row_cap(shared_observations: pd.DataFrame) -> None:
-    config = training.TrainingConfig(
-        n_estimators=6,
-        search_n_estimators=4,
-        candidates=(training.Candidate("extra_trees_sqrt", "extra_trees", {"max_features": "sqrt"}),),
-        search_folds=2,
-        search_max_rows=600,
-        n_jobs=1,
-        profile="test",
-    )
+    config = _one_small_candidate(n_estimators=6, search_n_estimators=4, search_max_rows=600)
     frame = shared_observations.sample(3000, random_state=2)
     split = training.split_observations(frame, config)
     sample = training.search_sample(split, config)
