@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 
 from covertype.settings import Settings
-from ui.clients.airflow import AirflowClient, DagRun, DagStatus
+from ui.clients.airflow import AirflowClient, DagStatus, RecentRuns
 from ui.clients.data_api import DataApiStatusClient
 from ui.clients.data_db import DataDbClient, DataOverview
 from ui.clients.errors import ServiceError
@@ -95,8 +95,12 @@ def inference_health(base_url: str) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=PIPELINE_TTL_S, show_spinner=False)
-def dag_runs(base_url: str, username: str, password: str | None, limit: int) -> list[DagRun]:
-    return airflow_client(base_url, username, password).recent_runs(limit)
+def dag_runs(
+    base_url: str, username: str, password: str | None, limit: int, hide_collection_complete: bool
+) -> RecentRuns:
+    return airflow_client(base_url, username, password).recent_runs(
+        limit, hide_collection_complete=hide_collection_complete
+    )
 
 
 @st.cache_data(ttl=PIPELINE_TTL_S, show_spinner=False)

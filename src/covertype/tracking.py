@@ -9,6 +9,9 @@
   data (``log_input``) and the tags ``dag_run_id`` and ``batch_numbers``.
 - Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
+- A retried training task first ends, as ``KILLED``, the runs an earlier attempt of the same DAG run
+  left ``RUNNING`` (a killed process cannot end its own run), so every DAG run has at most one live
+  training run and the abandoned ones say what they are.
 - ``register_and_promote`` registers the served model as ``covertype`` and
   moves the alias ``production`` to it only when it beats or ties the current
   production version on the *current* evaluation set. Each version is scored
@@ -167,6 +170,38 @@ def _log_model(model: Any, name: str, example: pd.DataFrame) -> Any:
         )
 
 
+def end_abandoned_runs(dag_run_id: str) -> list[str]:
+    """End as ``KILLED`` the runs of this DAG run still ``RUNNING``: left by an attempt that was killed.
+
+    Airflow retries a task whose process died (out of memory, a missed
+    heartbeat): that attempt's MLflow runs stay ``RUNNING`` forever, beside
+    the finished run of the next attempt, and look like a training still in
+    progress. Only one attempt of a task runs at a time, so any run of this
+    DAG run still open when an attempt starts logging is abandoned.
+    """
+    literal = _string_literal(dag_run_id)
+    if literal is None:
+        log.warning("cannot search MLflow for runs of DAG run %r (both quote characters in it)", dag_run_id)
+        return []
+    # Without experiment ids, search_runs looks in the active experiment (the one ``configure`` set).
+    abandoned = mlflow.search_runs(
+        filter_string=f"tags.dag_run_id = {literal} and attributes.status = 'RUNNING'", output_format="list"
+    )
+    client = MlflowClient()
+    for run in abandoned:
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("ended MLflow run %s (%s) of an earlier attempt as KILLED", run.info.run_id, run.info.run_name)
+    return [run.info.run_id for run in abandoned]
+
+
+def _string_literal(value: str) -> str | None:
+    """``value`` quoted for an MLflow filter string; None when it holds both quote characters."""
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    return None
+
+
 def log_training(
     outcome: TrainingOutcome,
     *,
@@ -182,6 +217,7 @@ def log_training(
     common = {"rows_used": rows_used, "batches_seen": len(batch_numbers)}
     tags = {"dag_run_id": dag_run_id, "batch_numbers": batch_tag, "training_profile": outcome.config.profile}
     tags.update(extra_tags or {})
+    end_abandoned_runs(dag_run_id)
     with mlflow.start_run(run_name=f"train {dag_run_id}", tags=tags) as parent:
         mlflow.log_params(
             {

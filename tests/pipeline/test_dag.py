@@ -9,7 +9,9 @@ model version and ``production`` follows the promotion rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from covertype.settings import Settings
 from data_api.app import create_app
 from tests.data_api.replica import make_settings, serve_in_thread
 from tests.pipeline.conftest import DAGS_FOLDER
+from ui.clients.airflow import AirflowClient
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +78,37 @@ def pipeline_env(
         yield Settings()
 
 
-def test_ten_runs_collect_ten_batches_then_skip(pipeline_env: Settings) -> None:
+@contextmanager
+def airflow_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """Airflow's public REST API (``/api/v2``, ``/auth/token``) over the test's Airflow DB, on loopback.
+
+    The api-server's own app, with the simple auth manager and one user as in the compose stack.
+    """
+    from airflow.api_fastapi.app import create_app as create_airflow_api
+    from airflow.api_fastapi.app import purge_cached_app
+
+    password = "test-password"
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"admin": password}))
+    settings = {
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "test-jwt-secret",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    purge_cached_app()
+    try:
+        with serve_in_thread(create_airflow_api("core"), lifespan="on") as base_url:
+            yield base_url, password
+    finally:
+        purge_cached_app()
+
+
+def test_ten_runs_collect_ten_batches_then_skip(
+    pipeline_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.utils.state import DagRunState, TaskInstanceState
     from mlflow import MlflowClient
 
@@ -145,6 +178,17 @@ def test_ten_runs_collect_ten_batches_then_skip(pipeline_env: Settings) -> None:
     assert rerun["already_stored"] is True
     assert store.table_counts(engine) == counts_after_ten
     engine.dispose()
+
+    # The UI's Airflow client, against Airflow's own REST API over these runs: the ten that trained,
+    # with their batches and versions; the eleventh left out as "collection complete".
+    with airflow_api(tmp_path, monkeypatch) as (base_url, password):
+        recent = AirflowClient(base_url, "admin", password).recent_runs(15, hide_collection_complete=True)
+    assert [run.run_id for run in recent.collection_complete] == [eleventh.run_id]
+    assert [run.run_id for run in recent.runs] == run_ids[::-1]
+    assert [run.task_results["store"]["batch_number"] for run in recent.runs] == list(range(10, 0, -1))
+    assert [run.task_results["register_and_promote"]["version"] for run in recent.runs] == [
+        str(number) for number in range(10, 0, -1)
+    ]
 
 
 def test_group_outside_the_param_range_is_refused_before_any_task(pipeline_env: Settings) -> None:

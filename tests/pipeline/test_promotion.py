@@ -143,3 +143,28 @@ def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
     assert holdout.predict(sample).tolist() == outcome.holdout_model.predict(sample).tolist()
     assert trained.holdout_model_uri != trained.model_uri
     assert {"model_mb", "n_trees", "holdout_model_mb", "holdout_n_trees"} <= set(run.data.metrics)
+
+
+@pytest.mark.parametrize("dag_run_id", ["scheduled__2026-11-27T10:00:00+00:00", "manual__it's"])
+def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
+    mlflow_store: str, shared_observations: pd.DataFrame, dag_run_id: str
+) -> None:
+    client = MlflowClient(tracking_uri=mlflow_store)
+    experiment_id = mlflow.get_experiment_by_name("covertype").experiment_id
+    # What a killed attempt leaves: a parent run and a nested candidate run, never ended.
+    killed_parent = client.create_run(experiment_id, tags={"dag_run_id": dag_run_id}, run_name=f"train {dag_run_id}")
+    killed_child = client.create_run(
+        experiment_id, tags={"dag_run_id": dag_run_id, "mlflow.parentRunId": killed_parent.info.run_id}
+    )
+    other_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "manual__other"})
+
+    trained = _log(training.train(shared_observations.sample(600, random_state=6), FAST), dag_run_id)
+
+    assert client.get_run(killed_parent.info.run_id).info.status == "KILLED"
+    assert client.get_run(killed_child.info.run_id).info.status == "KILLED"
+    assert client.get_run(trained.run_id).info.status == "FINISHED"
+    assert client.get_run(other_dag_run.info.run_id).info.status == "RUNNING"
+    runs_of_dag_run = client.search_runs([experiment_id], filter_string=f'tags.dag_run_id = "{dag_run_id}"')
+    assert (
+        sorted(run.info.status for run in runs_of_dag_run) == ["FINISHED"] * (1 + len(FAST.candidates)) + ["KILLED"] * 2
+    )

@@ -6,7 +6,8 @@ endpoints the UI calls, with the same paths, methods, status codes and JSON
 shapes as Airflow 3.3 (checked against ``airflow.api_fastapi``): JWT login at
 ``POST /auth/token`` (201), ``GET``/``PATCH /api/v2/dags/{id}``,
 ``GET``/``POST /api/v2/dags/{id}/dagRuns`` (``logical_date`` required in the
-body, else 422), task instances and XCom ``return_value`` entries. The real
+body, else 422), task instances (of one run, or of every run with ``~`` and the
+``task_id`` / ``state`` / ``run_after_gte`` filters) and XCom ``return_value`` entries. The real
 API is exercised by the compose end-to-end test.
 """
 
@@ -79,10 +80,10 @@ def _pipeline_results(
     }  # fmt: skip
 
 
-def sample_runs(count: int = 4, start: datetime | None = None) -> list[StubRun]:
+def sample_runs(count: int = 4, start: datetime | None = None, collection_complete: int = 1) -> list[StubRun]:
     """``count`` successful runs shaped like the pipeline's (oldest first; the third is not promoted),
-    then one run skipped because the collection was complete."""
-    start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=6 * (count + 1))
+    then ``collection_complete`` runs skipped because the collection was complete."""
+    start = start or datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=6 * (count + collection_complete))
     runs = []
     production: str | None = None
     for index in range(count):
@@ -102,17 +103,18 @@ def sample_runs(count: int = 4, start: datetime | None = None) -> list[StubRun]:
             )
         )
         production = str(batch) if promoted else production
-    skipped_at = start + timedelta(minutes=6 * count)
-    runs.append(
-        StubRun(
-            run_id=f"scheduled__{skipped_at.isoformat()}",
-            state="success",
-            run_type="scheduled",
-            run_after=skipped_at,
-            task_states=dict.fromkeys(TASKS, "skipped"),
-            task_results={},
+    for index in range(count, count + collection_complete):
+        skipped_at = start + timedelta(minutes=6 * index)
+        runs.append(
+            StubRun(
+                run_id=f"scheduled__{skipped_at.isoformat()}",
+                state="success",
+                run_type="scheduled",
+                run_after=skipped_at,
+                task_states=dict.fromkeys(TASKS, "skipped"),
+                task_results={},
+            )
         )
-    )
     return runs
 
 
@@ -200,14 +202,26 @@ def create_stub(state: AirflowStubState) -> FastAPI:
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
     def task_instances(
-        dag_id: str, run_id: str, authorization: Annotated[str | None, Header()] = None
+        dag_id: str,
+        run_id: str,
+        *,
+        task_id: Annotated[str | None, Query()] = None,
+        task_state: Annotated[list[str] | None, Query(alias="state")] = None,
+        run_after_gte: Annotated[datetime | None, Query()] = None,
+        limit: Annotated[int, Query()] = 50,
+        authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
+        """One run's task instances, or with ``~`` every run's, filtered like Airflow's (newest run first)."""
         require_token(authorization)
-        run = find_run(run_id)
+        runs = sorted(state.runs, key=lambda run: run.run_after, reverse=True) if run_id == "~" else [find_run(run_id)]
         items = [
-            {"task_id": task, "dag_run_id": run_id, "state": task_state} for task, task_state in run.task_states.items()
+            {"task_id": task, "dag_run_id": run.run_id, "state": task_state_of_run}
+            for run in runs
+            if run_after_gte is None or run.run_after >= run_after_gte
+            for task, task_state_of_run in run.task_states.items()
+            if (task_id is None or task == task_id) and (not task_state or task_state_of_run in task_state)
         ]
-        return {"task_instances": items, "total_entries": len(items)}
+        return {"task_instances": items[:limit], "total_entries": len(items)}
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
     def xcom(

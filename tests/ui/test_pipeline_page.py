@@ -25,19 +25,21 @@ def test_recent_runs_show_state_batch_rows_and_promotion(airflow: AirflowStubSta
     app = open_page("pipeline")
     assert not app.error, texts(app.error)
     [runs] = [frame.value for frame in app.dataframe]
-    assert len(runs) == 5
-    assert runs["run"].tolist() == [run.run_id for run in reversed(airflow.runs)]
-    skipped, newest_trained = runs.iloc[0], runs.iloc[1]
-    assert skipped["tasks"] == "all skipped"
-    assert skipped[["batch", "rows fetched", "promoted"]].isna().all()
-    assert newest_trained["state"] == "success"
-    assert runs["batch"].tolist()[1:] == [4, 3, 2, 1]
-    assert runs["rows fetched"].tolist()[1:] == [151] * 4
-    assert runs["new rows stored"].tolist()[1:] == [142] * 4
-    assert runs["macro-F1"].tolist()[1:] == [0.79, 0.76, 0.73, 0.70]
-    assert runs["model version"].tolist()[1:] == ["4", "3", "2", "1"]
+    # The newest run found the collection complete: hidden by default, and said so.
+    assert runs["run"].tolist() == [run.run_id for run in reversed(airflow.runs[:4])]
+    [hidden] = texts(app.info)
+    assert "1 recent run " in hidden
+    assert airflow.runs[-1].run_id in hidden
+    assert "Pause the DAG" in hidden
+    assert (runs["state"] == "success").all()
+    assert (runs["tasks"] == "all success").all()
+    assert runs["batch"].tolist() == [4, 3, 2, 1]
+    assert runs["rows fetched"].tolist() == [151] * 4
+    assert runs["new rows stored"].tolist() == [142] * 4
+    assert runs["macro-F1"].tolist() == [0.79, 0.76, 0.73, 0.70]
+    assert runs["model version"].tolist() == ["4", "3", "2", "1"]
     # The decision, with the two scores it compared and the production version it was compared with.
-    assert runs["promoted"].tolist()[1:] == [
+    assert runs["promoted"].tolist() == [
         "yes: 0.790 > 0.770 (v2)",
         "no: 0.760 < 0.770 (v2)",
         "yes: 0.730 > 0.710 (v1)",
@@ -46,12 +48,45 @@ def test_recent_runs_show_state_batch_rows_and_promotion(airflow: AirflowStubSta
     assert app.toggle(key="pipeline_paused").value is False
 
 
+def test_runs_that_found_the_collection_complete_show_when_asked(airflow: AirflowStubState) -> None:
+    app = open_page("pipeline")
+    app.checkbox(key="pipeline_show_complete").check().run()
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["run"].tolist() == [run.run_id for run in reversed(airflow.runs)]
+    skipped = runs.iloc[0]
+    assert skipped["tasks"] == "all skipped"
+    assert skipped[["batch", "rows fetched", "promoted"]].isna().all()
+    assert not texts(app.info)
+
+
+def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_env) -> None:
+    # Two and a half hours after the last batch: 30 skipped runs, twice the page's 15 rows.
+    state = AirflowStubState(runs=sample_runs(4, collection_complete=30), is_paused=True)
+    with serve(create_stub(state)) as url:
+        ui_env.setenv("AIRFLOW_API_URL", url)
+        ui_env.setenv("AIRFLOW_USERNAME", state.username)
+        ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+        app = open_page("pipeline")
+        assert not app.error, texts(app.error)
+        [runs] = [frame.value for frame in app.dataframe]
+        assert runs["batch"].tolist() == [4, 3, 2, 1]
+        hidden = [message for message in texts(app.info) if "collection is complete" in message]
+        assert len(hidden) == 1
+        assert "30 recent runs" in hidden[0]
+        assert "Pause the DAG" not in hidden[0]  # already paused
+
+        app.checkbox(key="pipeline_show_complete").check().run()
+        [runs] = [frame.value for frame in app.dataframe]
+        assert len(runs) == 15
+        assert (runs["tasks"] == "all skipped").all()
+
+
 def test_results_stored_as_json_text_are_read_too(airflow: AirflowStubState) -> None:
     airflow.xcom_as_json_text = True
     app = open_page("pipeline")
     [runs] = [frame.value for frame in app.dataframe]
-    assert runs["batch"].tolist()[1:] == [4, 3, 2, 1]
-    assert runs["promoted"].tolist()[2] == "no: 0.760 < 0.770 (v2)"
+    assert runs["batch"].tolist() == [4, 3, 2, 1]
+    assert runs["promoted"].tolist()[1] == "no: 0.760 < 0.770 (v2)"
 
 
 def test_trigger_button_queues_a_run(airflow: AirflowStubState) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import services
+from ui.clients.airflow import DagRun
 from ui.clients.errors import ServiceError
 from ui.presentation import runs_frame
 
@@ -53,6 +54,20 @@ def _show_flash() -> None:
         st.success(payload)
 
 
+def _explain_hidden(collection_complete: list[DagRun], is_paused: bool) -> None:
+    """Say how many runs are hidden because the collection was complete, and how to stop them coming."""
+    if not collection_complete:
+        return
+    newest = collection_complete[0]
+    count = len(collection_complete)
+    advice = "" if is_paused else " Pause the DAG to stop the scheduled runs."
+    st.info(
+        f"The collection is complete: {count} recent run{'s' if count != 1 else ''} (the newest "
+        f"`{newest.run_id}`) got 'collection complete' from the data API and skipped every task; "
+        f"hidden below.{advice}"
+    )
+
+
 def render() -> None:
     st.title("Pipeline: covertype_pipeline")
     args = _airflow_args()
@@ -72,13 +87,21 @@ def render() -> None:
         st.info("The DAG is paused: scheduled runs do not start, and a triggered run waits until it is unpaused.")
     elif status.next_run_after:
         st.caption(f"Next scheduled run after {status.next_run_after}")
+    show_all = st.checkbox(
+        "Show runs that found the collection complete",
+        key=f"{KEY}show_complete",
+        help="After the last batch the data API answers 'collection complete' and each scheduled run ends skipped.",
+    )
     try:
-        runs = services.dag_runs(*args, RECENT_RUNS)
+        recent = services.dag_runs(*args, RECENT_RUNS, not show_all)
     except ServiceError as error:
         services.show_error(error)
         return
+    _explain_hidden(recent.collection_complete, status.is_paused)
+    runs = recent.runs
     if not runs:
-        st.info("No runs yet. Trigger one, or unpause the DAG and wait for the schedule.")
+        if not recent.collection_complete:
+            st.info("No runs yet. Trigger one, or unpause the DAG and wait for the schedule.")
         return
     st.subheader(f"The {len(runs)} most recent runs")
     st.dataframe(

@@ -21,6 +21,11 @@ DAG_ID = "covertype_pipeline"
 DEFAULT_TIMEOUT_S = 10.0
 PAYLOAD_TASK = "fetch"  # returns the raw rows: large, read only when needed
 PAYLOAD_SUMMARY_TASK = "store"
+# ``fetch`` ends skipped only when the data API answered "collection complete" (airflow/dags/covertype_pipeline.py).
+COLLECTION_COMPLETE_TASK = "fetch"
+# How many of the newest runs are looked through to find the ones to show when runs that found the
+# collection complete are left out (after the last batch, one such run comes every schedule interval).
+SCANNED_RUNS = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,14 @@ class DagRun:
     end_date: str | None
     task_states: dict[str, str | None] = field(default_factory=dict)
     task_results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecentRuns:
+    """The runs to show (newest first) and the runs left out because they found the collection complete."""
+
+    runs: list[DagRun]
+    collection_complete: list[DagRun] = field(default_factory=list)  # newest first, without task results
 
 
 @dataclass(frozen=True)
@@ -153,17 +166,45 @@ class AirflowClient:
         body = self._request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None}).json()
         return _dag_run(body)
 
-    def recent_runs(self, limit: int = 10, *, with_results: bool = True) -> list[DagRun]:
-        """The newest runs first, each with its task states and the small dicts its tasks returned."""
+    def recent_runs(
+        self, limit: int = 10, *, with_results: bool = True, hide_collection_complete: bool = False
+    ) -> RecentRuns:
+        """The newest ``limit`` runs, each with its task states and the small dicts its tasks returned.
+
+        With ``hide_collection_complete``, runs whose ``fetch`` was skipped (the
+        data API answered "collection complete") are left out and counted
+        instead, among the newest ``SCANNED_RUNS``: once the collection is
+        complete they come every schedule interval and would push the runs
+        that trained out of sight.
+        """
+        scanned = max(limit, SCANNED_RUNS) if hide_collection_complete else limit
         body = self._request(
             "GET",
             f"/api/v2/dags/{self.dag_id}/dagRuns",
-            params={"limit": limit, "order_by": "-run_after"},
+            params={"limit": scanned, "order_by": "-run_after"},
         ).json()
         runs = [_dag_run(item) for item in body.get("dag_runs", [])]
-        if not with_results:
-            return runs
-        return [self._with_task_results(run) for run in runs]
+        complete_ids = self._collection_complete_run_ids(runs) if hide_collection_complete else set()
+        shown = [run for run in runs if run.run_id not in complete_ids][:limit]
+        if with_results:
+            shown = [self._with_task_results(run) for run in shown]
+        return RecentRuns(shown, [run for run in runs if run.run_id in complete_ids])
+
+    def _collection_complete_run_ids(self, runs: list[DagRun]) -> set[str]:
+        """Which of ``runs`` found the collection complete: one call for every skipped ``fetch`` since the oldest."""
+        if not runs:
+            return set()
+        params: dict[str, Any] = {
+            "task_id": COLLECTION_COMPLETE_TASK,
+            "state": "skipped",
+            "order_by": "-run_after",
+            "limit": len(runs),
+        }
+        oldest = runs[-1].run_after
+        if oldest:
+            params["run_after_gte"] = oldest
+        body = self._request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/~/taskInstances", params=params).json()
+        return {str(instance.get("dag_run_id")) for instance in body.get("task_instances", [])}
 
     def _with_task_results(self, run: DagRun) -> DagRun:
         instances = self._request(
