@@ -62,7 +62,7 @@ def _promotion(run: DagRun) -> str | None:
     return f"{answer}: {challenger:.3f} {relation} {champion:.3f} (v{_result(run, PROMOTE_TASK, 'champion_version')})"
 
 
-def _short_time(value: str | None) -> str | None:
+def short_time(value: str | None) -> str | None:
     """An API timestamp as ``YYYY-MM-DD HH:MM:SS`` (UTC), or None."""
     if not value:
         return None
@@ -87,7 +87,7 @@ def runs_frame(runs: list[DagRun]) -> pd.DataFrame:
         batch = _result(run, STORE_TASK, "batch_number")
         rows.append(
             {
-                "started (UTC)": _short_time(run.start_date or run.run_after),
+                "started (UTC)": short_time(run.start_date or run.run_after),
                 "state": run.state,
                 "batch": batch if batch is not None else _result(run, FETCH_TASK, "batch_number"),
                 "rows fetched": _result(run, STORE_TASK, "rows_received"),

@@ -43,6 +43,7 @@ class AirflowStubState:
     username: str = "admin"
     password: str = "admin-password"
     is_paused: bool = False
+    next_run_after: str | None = None  # as Airflow sends it, e.g. "2026-11-27T10:28:57.813993Z"
     # Airflow returns an XCom value as stored: a JSON object, or (older serialisation) a JSON string of one.
     xcom_as_json_text: bool = False
     runs: list[StubRun] = field(default_factory=list)
@@ -128,7 +129,7 @@ def create_stub(state: AirflowStubState) -> FastAPI:
             raise HTTPException(401, "Not authenticated")
 
     def dag_body() -> dict[str, Any]:
-        return {"dag_id": DAG_ID, "is_paused": state.is_paused, "next_dagrun_run_after": None}
+        return {"dag_id": DAG_ID, "is_paused": state.is_paused, "next_dagrun_run_after": state.next_run_after}
 
     def run_body(run: StubRun) -> dict[str, Any]:
         return {

@@ -81,6 +81,12 @@ def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_
         assert (runs["tasks"] == "all skipped").all()
 
 
+def test_next_scheduled_run_is_shown_in_utc(airflow: AirflowStubState) -> None:
+    airflow.next_run_after = "2026-11-27T10:28:57.813993Z"
+    app = open_page("pipeline")
+    assert "Next scheduled run after 2026-11-27 10:28:57 UTC" in texts(app.caption)
+
+
 def test_results_stored_as_json_text_are_read_too(airflow: AirflowStubState) -> None:
     airflow.xcom_as_json_text = True
     app = open_page("pipeline")

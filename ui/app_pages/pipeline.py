@@ -7,7 +7,7 @@ import streamlit as st
 from ui import services
 from ui.clients.airflow import DagRun
 from ui.clients.errors import ServiceError
-from ui.presentation import runs_frame
+from ui.presentation import runs_frame, short_time
 
 KEY = "pipeline_"
 RECENT_RUNS = 15
@@ -86,7 +86,7 @@ def render() -> None:
     if status.is_paused:
         st.info("The DAG is paused: scheduled runs do not start, and a triggered run waits until it is unpaused.")
     elif status.next_run_after:
-        st.caption(f"Next scheduled run after {status.next_run_after}")
+        st.caption(f"Next scheduled run after {short_time(status.next_run_after)} UTC")
     show_all = st.checkbox(
         "Show runs that found the collection complete",
         key=f"{KEY}show_complete",
