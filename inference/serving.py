@@ -5,7 +5,7 @@ themselves take ~0.3 ms, but ``ForestClassifier.predict_proba`` takes ~11 ms,
 almost all of it joblib's per-tree dispatch (config propagation, warning
 filters) even with ``n_jobs=1``. The replacement, ``covertype.estimators.forest_proba``
 (the same function the trained model's ``AllCoverTypes`` uses), does what sklearn
-does, in the same order (validate, sum each tree's ``predict_proba`` into a
+does, in the same order (validate once, sum each tree's probabilities into a
 float64 array, divide by the number of trees), without the dispatch; its
 output is bit-for-bit the same (tests check it). Only single-output forests
 are changed; anything else keeps sklearn's method.

@@ -49,7 +49,6 @@ from covertype.training import (
     TrainingOutcome,
     confusion_figure,
     features_of,
-    n_trees_of,
     score,
 )
 
@@ -256,7 +255,7 @@ def log_training(
                 "model_mb": outcome.model_mb,
                 "n_trees": outcome.n_trees,
                 "holdout_model_mb": outcome.holdout_model_mb,
-                "holdout_n_trees": n_trees_of(outcome.holdout_model),
+                "holdout_n_trees": outcome.holdout_n_trees,
                 "train_seconds": outcome.train_seconds,
             }
         )

@@ -370,7 +370,15 @@ class TrainingOutcome:
     model_mb: float
     holdout_model_mb: float
     train_seconds: float
-    n_trees: int
+
+    @property
+    def n_trees(self) -> int:
+        """Trees in the served model (the size budget decides how many)."""
+        return n_trees_of(self.model)
+
+    @property
+    def holdout_n_trees(self) -> int:
+        return n_trees_of(self.holdout_model)
 
 
 def _check_enough(split: Split, config: TrainingConfig) -> None:
@@ -463,11 +471,10 @@ def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingOutcome:
     evaluation = score(holdout_model, split.evaluation)
     model, size_mb = _fit_final(best, split.all_rows, config)
     elapsed = time.perf_counter() - started
-    n_trees = n_trees_of(model)
     log.info("best candidate %s: hold-out fit on %s rows scores macro-F1 %.4f on %s evaluation rows; "
              "served fit on all %s rows: %.1f MB, %s trees; %.1f s in all",
              best.name, len(split.train), evaluation.macro_f1, evaluation.rows,
-             len(split.train) + len(split.evaluation), size_mb, n_trees, elapsed)  # fmt: skip
+             len(split.train) + len(split.evaluation), size_mb, n_trees_of(model), elapsed)  # fmt: skip
     return TrainingOutcome(
         config=config,
         split=split,
@@ -479,5 +486,4 @@ def train(frame: pd.DataFrame, config: TrainingConfig) -> TrainingOutcome:
         model_mb=size_mb,
         holdout_model_mb=holdout_mb,
         train_seconds=elapsed,
-        n_trees=n_trees,
     )

@@ -166,9 +166,7 @@ class AirflowClient:
         body = self._request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None}).json()
         return _dag_run(body)
 
-    def recent_runs(
-        self, limit: int = 10, *, with_results: bool = True, hide_collection_complete: bool = False
-    ) -> RecentRuns:
+    def recent_runs(self, limit: int = 10, *, hide_collection_complete: bool = False) -> RecentRuns:
         """The newest ``limit`` runs, each with its task states and the small dicts its tasks returned.
 
         With ``hide_collection_complete``, runs whose ``fetch`` was skipped (the
@@ -186,8 +184,8 @@ class AirflowClient:
         runs = [_dag_run(item) for item in body.get("dag_runs", [])]
         complete_ids = self._collection_complete_run_ids(runs) if hide_collection_complete else set()
         shown = [run for run in runs if run.run_id not in complete_ids][:limit]
-        if with_results:
-            shown = [self._with_task_results(run) for run in shown]
+        # Task results cost a few calls per run: only for the runs shown.
+        shown = [self._with_task_results(run) for run in shown]
         return RecentRuns(shown, [run for run in runs if run.run_id in complete_ids])
 
     def _collection_complete_run_ids(self, runs: list[DagRun]) -> set[str]:
