@@ -7,8 +7,9 @@ shapes as Airflow 3.3 (checked against ``airflow.api_fastapi``): JWT login at
 ``POST /auth/token`` (201), ``GET``/``PATCH /api/v2/dags/{id}``,
 ``GET``/``POST /api/v2/dags/{id}/dagRuns`` (``logical_date`` required in the
 body, else 422), task instances (of one run, or of every run with ``~`` and the
-``task_id`` / ``state`` / ``run_after_gte`` filters) and XCom ``return_value`` entries. The real
-API is exercised by the compose end-to-end test.
+``task_id`` / ``state`` / ``run_after_gte`` / ``run_after_lte`` filters) and XCom ``return_value``
+entries. Like Airflow, a list answers at most ``MAXIMUM_PAGE_LIMIT`` items whatever ``limit`` asks.
+The real API is exercised by ``tests/pipeline/test_dag.py`` and the compose end-to-end test.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import Body, FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 DAG_ID = "covertype_pipeline"
+MAXIMUM_PAGE_LIMIT = 100  # Airflow's default [api] maximum_page_limit
 
 
 @dataclass
@@ -47,6 +49,7 @@ class AirflowStubState:
     # Airflow returns an XCom value as stored: a JSON object, or (older serialisation) a JSON string of one.
     xcom_as_json_text: bool = False
     runs: list[StubRun] = field(default_factory=list)
+    list_runs_calls: int = 0  # how many pages of runs the UI asked for
     tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -178,12 +181,15 @@ def create_stub(state: AirflowStubState) -> FastAPI:
     def list_runs(
         dag_id: str,
         limit: Annotated[int, Query()] = 50,
+        offset: Annotated[int, Query()] = 0,
         order_by: Annotated[str, Query()] = "id",
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         require_token(authorization)
+        state.list_runs_calls += 1
         runs = sorted(state.runs, key=lambda run: run.run_after, reverse=order_by.startswith("-"))
-        return {"dag_runs": [run_body(run) for run in runs[:limit]], "total_entries": len(state.runs)}
+        page = runs[offset : offset + min(limit, MAXIMUM_PAGE_LIMIT)]
+        return {"dag_runs": [run_body(run) for run in page], "total_entries": len(state.runs)}
 
     @app.post("/api/v2/dags/{dag_id}/dagRuns")
     def trigger(
@@ -209,6 +215,7 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         task_id: Annotated[str | None, Query()] = None,
         task_state: Annotated[list[str] | None, Query(alias="state")] = None,
         run_after_gte: Annotated[datetime | None, Query()] = None,
+        run_after_lte: Annotated[datetime | None, Query()] = None,
         limit: Annotated[int, Query()] = 50,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
@@ -218,11 +225,12 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         items = [
             {"task_id": task, "dag_run_id": run.run_id, "state": task_state_of_run}
             for run in runs
-            if run_after_gte is None or run.run_after >= run_after_gte
+            if (run_after_gte is None or run.run_after >= run_after_gte)
+            and (run_after_lte is None or run.run_after <= run_after_lte)
             for task, task_state_of_run in run.task_states.items()
             if (task_id is None or task == task_id) and (not task_state or task_state_of_run in task_state)
         ]
-        return {"task_instances": items[:limit], "total_entries": len(items)}
+        return {"task_instances": items[: min(limit, MAXIMUM_PAGE_LIMIT)], "total_entries": len(items)}
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
     def xcom(

@@ -9,6 +9,7 @@ import pytest
 from tests.ui.airflow_stub import AirflowStubState, create_stub, sample_runs
 from tests.ui.apptest import open_page, texts
 from tests.ui.servers import serve
+from ui.clients import airflow as airflow_client
 
 
 @pytest.fixture
@@ -60,8 +61,8 @@ def test_runs_that_found_the_collection_complete_show_when_asked(airflow: Airflo
 
 
 def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_env) -> None:
-    # Two and a half hours after the last batch: 30 skipped runs, twice the page's 15 rows.
-    state = AirflowStubState(runs=sample_runs(4, collection_complete=30), is_paused=True)
+    # A day after the last batch: 250 skipped runs, more than two of Airflow's 100-run pages.
+    state = AirflowStubState(runs=sample_runs(4, collection_complete=250), is_paused=True)
     with serve(create_stub(state)) as url:
         ui_env.setenv("AIRFLOW_API_URL", url)
         ui_env.setenv("AIRFLOW_USERNAME", state.username)
@@ -72,13 +73,32 @@ def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_
         assert runs["batch"].tolist() == [4, 3, 2, 1]
         hidden = [message for message in texts(app.info) if "collection is complete" in message]
         assert len(hidden) == 1
-        assert "30 recent runs" in hidden[0]
+        assert "250 recent runs" in hidden[0]
         assert "Pause the DAG" not in hidden[0]  # already paused
+        assert "stopped" not in hidden[0]
+        assert state.list_runs_calls == 3  # 254 runs: three pages, and no call past the last
 
         app.checkbox(key="pipeline_show_complete").check().run()
         [runs] = [frame.value for frame in app.dataframe]
         assert len(runs) == 15
         assert (runs["tasks"] == "all skipped").all()
+
+
+def test_the_search_for_runs_that_trained_stops_and_says_where(ui_env, monkeypatch) -> None:
+    monkeypatch.setattr(airflow_client, "MAX_SCANNED_RUNS", 200)
+    state = AirflowStubState(runs=sample_runs(4, collection_complete=250))
+    with serve(create_stub(state)) as url:
+        ui_env.setenv("AIRFLOW_API_URL", url)
+        ui_env.setenv("AIRFLOW_USERNAME", state.username)
+        ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+        app = open_page("pipeline")
+        assert not app.error, texts(app.error)
+        assert not app.dataframe
+        [hidden] = [message for message in texts(app.info) if "collection is complete" in message]
+        assert "200 recent runs" in hidden
+        assert "stopped after the newest 200 runs" in hidden
+        assert "Pause the DAG" in hidden
+        assert state.list_runs_calls == 2
 
 
 def test_next_scheduled_run_is_shown_in_utc(airflow: AirflowStubState) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import services
-from ui.clients.airflow import DagRun
+from ui.clients.airflow import RecentRuns
 from ui.clients.errors import ServiceError
 from ui.presentation import runs_frame, short_time
 
@@ -54,13 +54,19 @@ def _show_flash() -> None:
         st.success(payload)
 
 
-def _explain_hidden(collection_complete: list[DagRun], is_paused: bool) -> None:
+def _explain_hidden(recent: RecentRuns, is_paused: bool) -> None:
     """Say how many runs are hidden because the collection was complete, and how to stop them coming."""
-    if not collection_complete:
+    if not recent.collection_complete:
         return
-    newest = collection_complete[0]
-    count = len(collection_complete)
+    newest = recent.collection_complete[0]
+    count = len(recent.collection_complete)
     advice = "" if is_paused else " Pause the DAG to stop the scheduled runs."
+    if not recent.scanned_all:
+        scanned = count + len(recent.runs)
+        advice = (
+            f" The search stopped after the newest {scanned} runs: older ones, the runs that trained among "
+            f"them, are listed in Airflow's own UI.{advice}"
+        )
     st.info(
         f"The collection is complete: {count} recent run{'s' if count != 1 else ''} (the newest "
         f"`{newest.run_id}`) got 'collection complete' from the data API and skipped every task; "
@@ -97,7 +103,7 @@ def render() -> None:
     except ServiceError as error:
         services.show_error(error)
         return
-    _explain_hidden(recent.collection_complete, status.is_paused)
+    _explain_hidden(recent, status.is_paused)
     runs = recent.runs
     if not runs:
         if not recent.collection_complete:

@@ -23,9 +23,12 @@ PAYLOAD_TASK = "fetch"  # returns the raw rows: large, read only when needed
 PAYLOAD_SUMMARY_TASK = "store"
 # ``fetch`` ends skipped only when the data API answered "collection complete" (airflow/dags/covertype_pipeline.py).
 COLLECTION_COMPLETE_TASK = "fetch"
-# How many of the newest runs are looked through to find the ones to show when runs that found the
-# collection complete are left out (after the last batch, one such run comes every schedule interval).
-SCANNED_RUNS = 100
+# Runs that found the collection complete are left out page by page, newest first, until enough runs
+# to show are found. A page is Airflow's default ``[api] maximum_page_limit`` (a larger limit is cut to
+# it). The scan stops after MAX_SCANNED_RUNS, about a week of runs at the default schedule: after the
+# last batch one such run comes every schedule interval for as long as the DAG stays unpaused.
+SCAN_PAGE_RUNS = 100
+MAX_SCANNED_RUNS = 2_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class RecentRuns:
 
     runs: list[DagRun]
     collection_complete: list[DagRun] = field(default_factory=list)  # newest first, without task results
+    # False when the scan stopped at MAX_SCANNED_RUNS with older runs never looked at.
+    scanned_all: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,38 +176,64 @@ class AirflowClient:
 
         With ``hide_collection_complete``, runs whose ``fetch`` was skipped (the
         data API answered "collection complete") are left out and counted
-        instead, among the newest ``SCANNED_RUNS``: once the collection is
-        complete they come every schedule interval and would push the runs
-        that trained out of sight.
+        instead: once the collection is complete they come every schedule
+        interval and would push the runs that trained out of sight. Runs are
+        looked through a page at a time (two calls per page) until ``limit``
+        runs to show are found, so the runs that trained stay in sight however
+        many came after them, up to ``MAX_SCANNED_RUNS``.
         """
-        scanned = max(limit, SCANNED_RUNS) if hide_collection_complete else limit
+        if not hide_collection_complete:
+            runs, _ = self._dag_runs_page(limit, offset=0)
+            return RecentRuns([self._with_task_results(run) for run in runs])
+        shown: list[DagRun] = []
+        complete: list[DagRun] = []
+        seen: set[str] = set()
+        offset = 0
+        total = 0
+        while len(shown) < limit and offset < MAX_SCANNED_RUNS:
+            page, total = self._dag_runs_page(SCAN_PAGE_RUNS, offset=offset)
+            if not page:
+                break
+            offset += len(page)
+            # A run created while paging shifts the pages by one: a run can come twice.
+            page = [run for run in page if run.run_id not in seen]
+            seen.update(run.run_id for run in page)
+            complete_ids = self._collection_complete_run_ids(page)
+            shown += [run for run in page if run.run_id not in complete_ids]
+            complete += [run for run in page if run.run_id in complete_ids]
+            if offset >= total:
+                break
+        # Task results cost a few calls per run: only for the runs shown.
+        shown = [self._with_task_results(run) for run in shown[:limit]]
+        return RecentRuns(shown, complete, scanned_all=len(shown) >= limit or offset >= total)
+
+    def _dag_runs_page(self, limit: int, *, offset: int) -> tuple[list[DagRun], int]:
+        """One page of runs, newest first, and how many runs the DAG has."""
         body = self._request(
             "GET",
             f"/api/v2/dags/{self.dag_id}/dagRuns",
-            params={"limit": scanned, "order_by": "-run_after"},
+            params={"limit": limit, "offset": offset, "order_by": "-run_after"},
         ).json()
-        runs = [_dag_run(item) for item in body.get("dag_runs", [])]
-        complete_ids = self._collection_complete_run_ids(runs) if hide_collection_complete else set()
-        shown = [run for run in runs if run.run_id not in complete_ids][:limit]
-        # Task results cost a few calls per run: only for the runs shown.
-        shown = [self._with_task_results(run) for run in shown]
-        return RecentRuns(shown, [run for run in runs if run.run_id in complete_ids])
+        return [_dag_run(item) for item in body.get("dag_runs", [])], int(body.get("total_entries", 0))
 
     def _collection_complete_run_ids(self, runs: list[DagRun]) -> set[str]:
-        """Which of ``runs`` found the collection complete: one call for every skipped ``fetch`` since the oldest."""
+        """Which of ``runs`` (newest first) found the collection complete: one call over their time span."""
         if not runs:
             return set()
         params: dict[str, Any] = {
             "task_id": COLLECTION_COMPLETE_TASK,
             "state": "skipped",
             "order_by": "-run_after",
-            "limit": len(runs),
+            "limit": SCAN_PAGE_RUNS,
         }
-        oldest = runs[-1].run_after
+        newest, oldest = runs[0].run_after, runs[-1].run_after
+        if newest:
+            params["run_after_lte"] = newest
         if oldest:
             params["run_after_gte"] = oldest
         body = self._request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/~/taskInstances", params=params).json()
-        return {str(instance.get("dag_run_id")) for instance in body.get("task_instances", [])}
+        page_ids = {run.run_id for run in runs}
+        return {str(instance.get("dag_run_id")) for instance in body.get("task_instances", [])} & page_ids
 
     def _with_task_results(self, run: DagRun) -> DagRun:
         instances = self._request(
