@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from sklearn.datasets import _covtype as sklearn_covtype
+from sklearn.datasets._base import RemoteFileMetadata
 
 from covertype.schema import RAW_COLUMNS
 from data_api.app import create_app
 from data_api.data_source import DatasetError, load_raw_csv, onehot_to_raw, resolve_dataset
 from data_api.settings import DataApiSettings
-from tests.data_api.replica import ROWS_IN_SHARED_CSV, make_settings, read_rows
+from tests.data_api.replica import ROWS_IN_SHARED_CSV, make_settings, read_rows, serve_in_thread
 
 HEADER = ",".join(RAW_COLUMNS)
 GOOD_ROW = "2596,51,3,258,0,510,221,232,148,6279,Rawah,C7745,5"
@@ -152,6 +158,44 @@ def test_without_covertype_csv_the_uci_table_is_downloaded_once_and_cached(tmp_p
     assert first.source == second.source == tmp_path / "state" / "covtype_raw.csv"
     assert second.n_rows == ROWS_IN_SHARED_CSV
     assert first.frame.equals(second.frame)
+
+
+def uci_archive(onehot_csv: Path, path: Path) -> Path:
+    """The sample as UCI publishes ``covtype.data.gz``: no header, no Id, 54 features then the label."""
+    onehot = pd.read_csv(onehot_csv).drop(columns="Id")
+    with gzip.open(path, "wt") as archive:
+        onehot.to_csv(archive, header=False, index=False)
+    return path
+
+
+def test_without_covertype_csv_sklearn_downloads_and_the_rows_convert_exactly(
+    tmp_path: Path, onehot_csv: Path, covertype_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default path of the compose stack, end to end but for the address: sklearn's ``fetch_covtype``
+    downloads the archive (served here on loopback), checks its SHA-256, parses and caches it; the replica
+    converts it and caches the raw-format CSV."""
+    archive = uci_archive(onehot_csv, tmp_path / "covtype.data.gz")
+    requests: list[str] = []
+    mirror = FastAPI()
+
+    @mirror.get("/files/covtype")
+    def download() -> FileResponse:
+        requests.append("covtype")
+        return FileResponse(archive)
+
+    with serve_in_thread(mirror) as base_url:
+        sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+        monkeypatch.setattr(
+            sklearn_covtype, "ARCHIVE", RemoteFileMetadata("covtype.data.gz", f"{base_url}/files/covtype", sha256)
+        )
+        settings = make_settings(None, tmp_path / "state")
+        first = resolve_dataset(settings)
+        second = resolve_dataset(settings)
+    assert requests == ["covtype"]
+    assert first.source == second.source == settings.cached_dataset_path
+    assert [tuple(str(value) for value in row) for row in second.frame.itertuples(index=False)] == read_rows(
+        covertype_csv
+    )
 
 
 def test_a_failed_download_is_a_clear_start_up_error(tmp_path: Path) -> None:
