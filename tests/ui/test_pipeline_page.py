@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -12,13 +13,19 @@ from tests.ui.servers import serve
 from ui.clients import airflow as airflow_client
 
 
-@pytest.fixture
-def airflow(ui_env) -> Iterator[AirflowStubState]:
-    state = AirflowStubState(runs=sample_runs(4))
+@contextmanager
+def airflow_serving(state: AirflowStubState, ui_env: pytest.MonkeyPatch) -> Iterator[AirflowStubState]:
+    """The stub serving ``state``, with the UI's Airflow settings pointing at it."""
     with serve(create_stub(state)) as url:
         ui_env.setenv("AIRFLOW_API_URL", url)
         ui_env.setenv("AIRFLOW_USERNAME", state.username)
         ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+        yield state
+
+
+@pytest.fixture
+def airflow(ui_env) -> Iterator[AirflowStubState]:
+    with airflow_serving(AirflowStubState(runs=sample_runs(4)), ui_env) as state:
         yield state
 
 
@@ -63,10 +70,7 @@ def test_runs_that_found_the_collection_complete_show_when_asked(airflow: Airflo
 def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_env) -> None:
     # A day after the last batch: 250 skipped runs, more than two of Airflow's 100-run pages.
     state = AirflowStubState(runs=sample_runs(4, collection_complete=250), is_paused=True)
-    with serve(create_stub(state)) as url:
-        ui_env.setenv("AIRFLOW_API_URL", url)
-        ui_env.setenv("AIRFLOW_USERNAME", state.username)
-        ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+    with airflow_serving(state, ui_env):
         app = open_page("pipeline")
         assert not app.error, texts(app.error)
         [runs] = [frame.value for frame in app.dataframe]
@@ -86,11 +90,7 @@ def test_runs_that_trained_stay_in_sight_after_many_collection_complete_runs(ui_
 
 def test_the_search_for_runs_that_trained_stops_and_says_where(ui_env, monkeypatch) -> None:
     monkeypatch.setattr(airflow_client, "MAX_SCANNED_RUNS", 200)
-    state = AirflowStubState(runs=sample_runs(4, collection_complete=250))
-    with serve(create_stub(state)) as url:
-        ui_env.setenv("AIRFLOW_API_URL", url)
-        ui_env.setenv("AIRFLOW_USERNAME", state.username)
-        ui_env.setenv("AIRFLOW_PASSWORD", state.password)
+    with airflow_serving(AirflowStubState(runs=sample_runs(4, collection_complete=250)), ui_env) as state:
         app = open_page("pipeline")
         assert not app.error, texts(app.error)
         assert not app.dataframe
