@@ -6,9 +6,11 @@ task's XCom), and logs one line that says what it did. The only network call
 to the data API is in ``fetch_batch``: one request per DAG run.
 
 Idempotency: ``store_batch`` writes nothing if the DAG run's fetch is already
-stored (a retried or re-run task); training and registration create a new
-MLflow run and model version on each attempt, which is how MLflow records
-retries, and never touch the data DB.
+stored (a retried or re-run task). Training creates a new MLflow run on each
+attempt, which is how MLflow records retries (runs an attempt left open are
+ended as KILLED). Registration reuses the version an earlier attempt registered
+from the same model and replays a decision already recorded. Neither touches
+the data DB.
 """
 
 from __future__ import annotations

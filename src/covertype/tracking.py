@@ -341,6 +341,72 @@ def _macro_f1_of(model_uri: str, evaluation: pd.DataFrame) -> float:
     return score(mlflow.sklearn.load_model(model_uri), evaluation).macro_f1
 
 
+def _decide(
+    client: Any, trained: TrainedRun, evaluation: pd.DataFrame, *, model_name: str, alias: str
+) -> PromotionDecision:
+    """Score the challenger and the alias holder through their hold-out models on the same rows."""
+    champion_version = _current_alias_version(client, model_name, alias)
+    challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
+    champion_f1 = (
+        None
+        if champion_version is None
+        else _macro_f1_of(_holdout_uri_of_version(client, model_name, champion_version), evaluation)
+    )
+    return decide_promotion(challenger_f1, champion_f1, champion_version)
+
+
+def _record_decision(
+    client: Any, trained: TrainedRun, decision: PromotionDecision, *, model_name: str, version: str, eval_rows: int
+) -> None:
+    """The decision and both scores on the training run, then on the version: what a retry replays."""
+    promoted = "promoted" if decision.promote else "kept_previous"
+    client.set_tag(trained.run_id, "promotion_decision", promoted)
+    client.set_tag(trained.run_id, "promotion_reason", decision.reason)
+    client.set_tag(trained.run_id, "registered_version", version)
+    client.set_tag(trained.run_id, "champion_version", decision.champion_version or "")
+    if "promoted" not in client.get_run(trained.run_id).data.metrics:  # else an earlier attempt logged them
+        client.log_metric(trained.run_id, "challenger_macro_f1", decision.challenger_macro_f1)
+        if decision.champion_macro_f1 is not None:
+            client.log_metric(trained.run_id, "champion_macro_f1", decision.champion_macro_f1)
+        client.log_metric(trained.run_id, "promoted", 1.0 if decision.promote else 0.0)
+    version_tags = {
+        # Full precision (``str`` of a float reads back exactly): a replayed decision reports the same scores.
+        "challenger_macro_f1": str(decision.challenger_macro_f1),
+        "champion_macro_f1": "" if decision.champion_macro_f1 is None else str(decision.champion_macro_f1),
+        "champion_version": decision.champion_version or "",
+        "eval_rows": str(eval_rows),
+        "run_id": trained.run_id,
+        "batch_numbers": ",".join(str(n) for n in trained.batch_numbers),
+        "promotion_reason": decision.reason,
+        # Last: once it is there, a retried attempt knows the decision is recorded in full.
+        "promotion_decision": promoted,
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def _version_registered_from(client: Any, model_name: str, trained: TrainedRun) -> Any | None:
+    """The version an earlier attempt of the registration task made from this run's served model, if any."""
+    versions = client.search_model_versions(f"run_id = '{trained.run_id}'")  # MLflow run ids are hex
+    matches = [v for v in versions if v.name == model_name and v.source == trained.model_uri]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def _recorded_decision(version: Any) -> PromotionDecision | None:
+    """The decision an earlier attempt recorded on ``version`` (its tags), or None if it recorded none."""
+    tags = version.tags
+    if "promotion_decision" not in tags:
+        return None
+    champion_f1 = tags.get("champion_macro_f1") or None
+    return PromotionDecision(
+        promote=tags["promotion_decision"] == "promoted",
+        reason=tags["promotion_reason"],
+        challenger_macro_f1=float(tags["challenger_macro_f1"]),
+        champion_macro_f1=None if champion_f1 is None else float(champion_f1),
+        champion_version=tags.get("champion_version") or None,
+    )
+
+
 def register_and_promote(
     trained: TrainedRun,
     evaluation: pd.DataFrame,
@@ -352,56 +418,48 @@ def register_and_promote(
 
     Both sides are scored through their hold-out models, which never saw the
     evaluation rows (the served models did).
+
+    A retried attempt writes nothing twice: it reuses the version an earlier
+    attempt registered from the same model, and once the decision is recorded
+    on that version (the step before the alias moves) it only replays it.
+    Otherwise a retry would register a second copy and, if the alias had
+    already moved, compare the copy with itself and call it a tie.
     """
 
     client = MlflowClient()
-    champion_version = _current_alias_version(client, model_name, alias)
-    registered = mlflow.register_model(
-        trained.model_uri,
-        model_name,
-        tags={"dag_run_id": trained.dag_run_id, "run_id": trained.run_id, HOLDOUT_TAG: trained.holdout_model_uri},
-    )
+    registered = _version_registered_from(client, model_name, trained)
+    decision = None if registered is None else _recorded_decision(registered)
+    if registered is None:
+        registered = mlflow.register_model(
+            trained.model_uri,
+            model_name,
+            tags={"dag_run_id": trained.dag_run_id, "run_id": trained.run_id, HOLDOUT_TAG: trained.holdout_model_uri},
+        )
+    else:
+        log.warning(
+            "%s version %s was registered from run %s by an earlier attempt: reused",
+            model_name,
+            registered.version,
+            trained.run_id,
+        )
     version = str(registered.version)
-    challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
-    champion_f1 = (
-        None
-        if champion_version is None
-        else _macro_f1_of(_holdout_uri_of_version(client, model_name, champion_version), evaluation)
-    )
-    decision = decide_promotion(challenger_f1, champion_f1, champion_version)
+    if decision is None:
+        decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
+        _record_decision(client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation))
     if decision.promote:
         client.set_registered_model_alias(model_name, alias, version)
-    production_version = version if decision.promote else str(champion_version)
-
-    version_tags = {
-        "promotion_decision": "promoted" if decision.promote else "kept_previous",
-        "promotion_reason": decision.reason,
-        "challenger_macro_f1": f"{challenger_f1:.6f}",
-        "champion_macro_f1": "" if champion_f1 is None else f"{champion_f1:.6f}",
-        "champion_version": champion_version or "",
-        "eval_rows": str(len(evaluation)),
-        "run_id": trained.run_id,
-        "batch_numbers": ",".join(str(n) for n in trained.batch_numbers),
-    }
-    for key, value in version_tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    client.set_tag(trained.run_id, "promotion_decision", version_tags["promotion_decision"])
-    client.set_tag(trained.run_id, "promotion_reason", decision.reason)
-    client.set_tag(trained.run_id, "registered_version", version)
-    client.set_tag(trained.run_id, "champion_version", champion_version or "")
-    client.log_metric(trained.run_id, "challenger_macro_f1", challenger_f1)
-    if champion_f1 is not None:
-        client.log_metric(trained.run_id, "champion_macro_f1", champion_f1)
-    client.log_metric(trained.run_id, "promoted", 1.0 if decision.promote else 0.0)
+    champion_f1 = decision.champion_macro_f1
     log.info(
         "registered %s version %s: challenger macro-F1 %.4f vs production %s (version %s) on %s evaluation rows: %s",
         model_name,
         version,
-        challenger_f1,
+        decision.challenger_macro_f1,
         "none" if champion_f1 is None else f"{champion_f1:.4f}",
-        champion_version or "-",
+        decision.champion_version or "-",
         len(evaluation),
-        f"alias {alias} -> version {version}" if decision.promote else f"alias {alias} stays on {champion_version}",
+        f"alias {alias} -> version {version}"
+        if decision.promote
+        else f"alias {alias} stays on {decision.champion_version}",
     )
     return PromotionResult(
         model_name=model_name,
@@ -409,9 +467,9 @@ def register_and_promote(
         alias=alias,
         promoted=decision.promote,
         reason=decision.reason,
-        challenger_macro_f1=challenger_f1,
+        challenger_macro_f1=decision.challenger_macro_f1,
         champion_macro_f1=champion_f1,
-        champion_version=champion_version,
-        production_version=production_version,
+        champion_version=decision.champion_version,
+        production_version=version if decision.promote else str(decision.champion_version),
         eval_rows=len(evaluation),
     )

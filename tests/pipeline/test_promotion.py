@@ -168,3 +168,41 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     assert (
         sorted(run.info.status for run in runs_of_dag_run) == ["FINISHED"] * (1 + len(FAST.candidates)) + ["KILLED"] * 2
     )
+
+
+def test_a_retried_registration_writes_nothing_twice_and_keeps_the_real_comparison(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """Three states an attempt can die in: after registering, after recording the decision, after it all."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(3000, random_state=4)
+    evaluation = training.evaluation_rows(frame, FAST)
+    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
+    strong = _log(training.train(frame, FAST), "run-2")
+
+    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
+        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+
+    def versions() -> list[str]:
+        return sorted(str(v.version) for v in client.search_model_versions("name = 'covertype'"))
+
+    assert promote(weak).version == "1"
+
+    # Died after registering, before deciding: the version is reused and the decision made once.
+    mlflow.register_model(strong.model_uri, "covertype", tags={"run_id": strong.run_id})
+    first = promote(strong)
+    assert (first.version, first.promoted, first.reason) == ("2", True, "challenger_better")
+    assert first.champion_version == "1"
+
+    # Died after recording the decision, before moving the alias: the retry replays it, with the
+    # comparison against version 1 (not against itself, which would be a tie).
+    client.set_registered_model_alias("covertype", "production", "1")
+    replayed = promote(strong)
+    assert replayed == first
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "2"
+
+    # A third attempt after everything succeeded changes nothing either.
+    assert promote(strong) == first
+    assert versions() == ["1", "2"]
+    history = client.get_metric_history(strong.run_id, "promoted")
+    assert [point.value for point in history] == [1.0]
