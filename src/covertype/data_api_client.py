@@ -41,7 +41,9 @@ class DataBatch(BaseModel):
 
     group_number: int
     batch_number: int
-    data: list[list[Any]]
+    # Rows are not checked here: a row that is not a list is rejected with its reason by the parser,
+    # and the payload's good rows are kept (a stricter type would fail the whole answer).
+    data: list[Any]
 
 
 def _error_detail(response: httpx.Response) -> str:

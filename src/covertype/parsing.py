@@ -69,16 +69,28 @@ class RowError(ValueError):
         self.detail = detail
 
 
+# How much of a bad value a reject reason quotes; the whole row is kept as sent in ``raw_row``.
+SHOWN_VALUE_CHARS = 60
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short: a reason stays readable, and fits its column, whatever was sent."""
+    text = repr(value)
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return text
+    return f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"
+
+
 def parse_integer(column_name: str, raw_value: Any) -> int:
     """Parse an integer field that may arrive as a string ("12"), an int or an integral float ("12.0")."""
     if isinstance(raw_value, bool):
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not a number")
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
     try:
         number = float(str(raw_value).strip())
     except ValueError:
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not a number") from None
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number") from None
     if not math.isfinite(number) or not number.is_integer():
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {raw_value!r} is not an integer")
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
     return int(number)
 
 
@@ -97,12 +109,12 @@ def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
     if wilderness not in WILDERNESS_AREAS:
         raise RowError(
             RejectReason.UNKNOWN_CATEGORY,
-            f"{WILDERNESS_COLUMN}: {wilderness!r} is not one of {', '.join(WILDERNESS_AREAS)}",
+            f"{WILDERNESS_COLUMN}: {_shown(wilderness)} is not one of {', '.join(WILDERNESS_AREAS)}",
         )
     features[WILDERNESS_COLUMN] = wilderness
     soil = str(raw_row[len(NUMERIC_COLUMNS) + 1]).strip()
     if soil not in SOIL_CODES:
-        raise RowError(RejectReason.UNKNOWN_CATEGORY, f"{SOIL_COLUMN}: {soil!r} is not a known ELU code")
+        raise RowError(RejectReason.UNKNOWN_CATEGORY, f"{SOIL_COLUMN}: {_shown(soil)} is not a known ELU code")
     features[SOIL_COLUMN] = soil
     return features
 

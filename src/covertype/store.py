@@ -47,6 +47,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -72,7 +73,12 @@ class Fetch(Base):
     __tablename__ = "fetches"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dag_run_id: Mapped[str] = mapped_column(String(250), unique=True, nullable=False)
+    # Case-sensitive on MySQL too (its default collation ignores case): `Run-1` and `run-1` are two runs.
+    dag_run_id: Mapped[str] = mapped_column(
+        String(250).with_variant(mysql.VARCHAR(250, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"),
+        unique=True,
+        nullable=False,
+    )
     group_number: Mapped[int] = mapped_column(Integer, nullable=False)
     batch_number: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -54,6 +54,16 @@ def test_every_reject_reason_keeps_row_position_and_the_good_rows(
     assert rejected.row == (list(bad_row) if isinstance(bad_row, list) else [bad_row])
 
 
+@pytest.mark.parametrize("column", ["Elevation", "Wilderness_Area", "Soil_Type"])
+def test_a_huge_bad_value_is_quoted_short_and_kept_whole_in_the_row(column: str) -> None:
+    """A reason must fit its column (TEXT, 64 KB on MySQL) whatever was sent; the row keeps every byte."""
+    huge = "x" * 70_000
+    [rejected] = parse_payload_rows([with_field(column, huge)]).rejected
+    assert len(rejected.detail) < 200
+    assert "70002 characters" in rejected.detail  # the length of the quoted value
+    assert rejected.row[RAW_COLUMNS.index(column)] == huge
+
+
 def test_integral_float_strings_and_whitespace_are_accepted() -> None:
     row = with_field("Elevation", " 2596.0 ")
     assert parse_payload_rows([row]).rows[0]["Elevation"] == 2596

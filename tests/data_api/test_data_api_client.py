@@ -71,3 +71,21 @@ def test_a_5xx_answer_raises_service_unavailable(replica_url: str, tmp_path: Pat
         (tmp_path / "state" / "state.sqlite3").write_bytes(b"not a database" * 100)
         with pytest.raises(ServiceUnavailable, match="answered 503"):
             client.fetch_batch(1)
+
+
+def test_rows_that_are_not_lists_are_rejected_one_by_one_and_the_good_rows_kept() -> None:
+    good = ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"]
+    odd_api = FastAPI()
+
+    @odd_api.get("/data")
+    def data(group_number: int) -> dict[str, object]:
+        return {"group_number": group_number, "batch_number": 1, "data": [good, None, "a row", 7, {"a": 1}, good]}
+
+    with serve_in_thread(odd_api) as base_url, DataApiClient(base_url, timeout_s=10) as client:
+        batch = client.fetch_batch(1)
+    parsed = parse_payload_rows(batch.data)
+    assert len(parsed.rows) == 2
+    assert [(rejected.position, rejected.reason.value) for rejected in parsed.rejected] == [
+        (position, "wrong_field_count") for position in (1, 2, 3, 4)
+    ]
+    assert all("not a list" in rejected.detail for rejected in parsed.rejected)

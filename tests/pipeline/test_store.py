@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event, select
+from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateTable
 
 from covertype import store
 from covertype.parsing import RejectReason
@@ -36,6 +38,14 @@ def test_retried_append_with_same_run_id_writes_nothing(engine, shared_rows) -> 
     assert again.already_stored is True
     assert again.fetch_id == first.fetch_id
     assert store.table_counts(engine) == counts
+
+
+def test_run_ids_that_differ_only_in_case_are_two_runs(engine, shared_rows) -> None:
+    _append(engine, "run-1", shared_rows[:10])
+    assert _append(engine, "Run-1", shared_rows[10:20]).already_stored is False
+    # MySQL compares strings without case by default: the column is declared case-sensitive there.
+    ddl = str(CreateTable(store.Fetch.__table__).compile(dialect=mysql.dialect()))
+    assert "dag_run_id VARCHAR(250) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL" in ddl
 
 
 def test_identical_observations_are_kept_once_and_counted(engine, shared_rows) -> None:
