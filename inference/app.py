@@ -58,11 +58,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         # Native pools limited to one thread; the predictor's single thread uses the second core.
         limiter = threadpool_limits(limits=1)
-        result = await run_in_threadpool(holder.refresh)
-        logger.info("start-up check of %s: %s", settings.model_uri, result.status.message)
-        # Everything loaded so far (libraries, the model) lives as long as the process: keep it out of
-        # the garbage collector's full passes, which otherwise stall requests for tens of milliseconds.
+        # The libraries imported so far live as long as the process: keep them out of the garbage
+        # collector's full passes, which otherwise stall requests for tens of milliseconds. Frozen
+        # before the first model loads: a frozen model could never be freed after a swap (a served
+        # forest refers to itself through its fast predict_proba).
         gc.freeze()
+        # Only the message is kept: this frame lives as long as the app, and the result holds the model.
+        start_up_message = (await run_in_threadpool(holder.refresh)).status.message
+        logger.info("start-up check of %s: %s", settings.model_uri, start_up_message)
         holder.start_watcher()
         await predictor.start()
         try:

@@ -172,7 +172,8 @@ class ModelHolder:
         if version is None:
             return False
         served = self._current
-        if served is not None and served.version == str(version.version):
+        # The run too: a model deleted and registered again starts over at version 1 with another run.
+        if served is not None and (served.version, served.run_id) == (str(version.version), version.run_id):
             self._set_status(self._serving_message(served), now, success=True)
             return False
         try:

@@ -25,6 +25,11 @@ from covertype.estimators import forest_proba, is_single_output_forest
 _WRAPPED_ATTRIBUTES = ("estimator_", "base_estimator_", "final_estimator_", "classifier_")
 
 
+def forests_in(model: Any) -> list[ForestClassifier]:
+    """The forests inside ``model``: itself, steps of a Pipeline, estimators wrapped by a meta-estimator."""
+    return _forests(model, set())
+
+
 def _forests(model: Any, seen: set[int]) -> list[ForestClassifier]:
     if id(model) in seen:
         return []
@@ -54,7 +59,7 @@ def prepare_for_serving(model: Any) -> list[str]:
     if jobs:
         model.set_params(**jobs)
         changes.append(f"n_jobs=1 on {len(jobs)} estimator(s)")
-    for forest in _forests(model, set()):
+    for forest in forests_in(model):
         forest.n_jobs = 1
         if is_single_output_forest(forest):
             forest.predict_proba = types.MethodType(forest_proba, forest)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 
@@ -16,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from covertype.schema import COVER_TYPE_NAMES
 from covertype.settings import Settings
 from inference.app import create_app
+from inference.serving import forests_in
 from tests.inference.model_factory import register_pipeline
 from tests.inference.stores import ServingStore, Store, record_of
 
@@ -226,3 +229,36 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_says_why(
         third = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
         assert client.post("/model/reload").json()["swapped"] is True
         assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == third.version
+
+
+def test_a_replaced_model_is_freed(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    """A swap must not keep the old model in memory: the service runs for days and swaps every promotion."""
+    register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        assert client.post("/predict", json=record_of(shared_frame, 0)).status_code == 200
+        model = client.app.state.holder.current.model
+        # The forests too: the service gives each a fast predict_proba that refers back to the forest.
+        first_model = [weakref.ref(model), *(weakref.ref(forest) for forest in forests_in(model))]
+        assert len(first_model) == 2
+        del model
+        register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        assert client.post("/model/reload").json()["swapped"] is True
+        assert client.post("/predict", json=record_of(shared_frame, 0)).status_code == 200
+        gc.collect()
+        assert [ref() for ref in first_model] == [None, None]
+
+
+def test_a_model_registered_again_under_the_same_version_number_is_loaded(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        assert client.get("/model").json()["run_id"] == first.run_id
+        # The registered model deleted and created again: its numbering starts over.
+        MlflowClient(tracking_uri=store.tracking_uri).delete_registered_model("covertype")
+        again = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        assert (again.version, again.run_id != first.run_id) == (first.version, True)
+        assert client.post("/model/reload").json()["swapped"] is True
+        assert client.get("/model").json()["run_id"] == again.run_id
