@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
+from pydantic import ValidationError
 
 from covertype.settings import Settings
 from ui.clients.airflow import AirflowClient, DagStatus, RecentRuns
@@ -28,8 +29,15 @@ DATA_TTL_S = 30
 
 
 def settings() -> Settings:
-    """The settings of this run, from the environment."""
-    return Settings()
+    """The settings of this run, from the environment; an invalid value is a ``ServiceError`` naming it."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']).upper()}={item.get('input')!r}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ServiceError("UI settings", f"invalid environment: {problems}", "those variables in .env") from error
 
 
 def url(value: object) -> str:

@@ -18,6 +18,7 @@ if _REPO_ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from ui import services  # noqa: E402
+from ui.clients.errors import ServiceError  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 
@@ -33,8 +34,13 @@ navigation = st.navigation(
     ]
 )
 
-with st.sidebar:
+try:
     config = services.settings()
+except ServiceError as error:  # checked once here, so no page starts with settings it cannot use
+    services.show_error(error)
+    st.stop()
+
+with st.sidebar:
     st.caption(
         "Services (from the environment):\n\n"
         f"- inference: `{services.url(config.inference_url)}`\n"

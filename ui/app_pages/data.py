@@ -73,9 +73,9 @@ def render() -> None:
     config = services.settings()
     _data_api(services.url(config.data_api_url))
     st.subheader("Data DB")
-    client = services.data_db_client(config.resolved_data_db_url)
-    st.caption(f"`{client.display_url}`, read-only")
     try:
+        client = services.data_db_client(config.resolved_data_db_url)
+        st.caption(f"`{client.display_url}`, read-only")
         overview = services.data_overview(config.resolved_data_db_url)
     except ServiceError as error:
         services.show_error(error)

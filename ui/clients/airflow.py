@@ -14,9 +14,17 @@ from typing import Any
 
 import httpx
 
-from ui.clients.errors import AuthRefused, ServiceError, UnexpectedResponse, response_detail, transport_errors
+from ui.clients.errors import (
+    AuthRefused,
+    ServiceError,
+    UnexpectedResponse,
+    json_body,
+    response_detail,
+    transport_errors,
+)
 
 SERVICE = "Airflow API"
+API_SERVER_HINT = "that AIRFLOW_API_URL points at an Airflow 3 api-server"
 DAG_ID = "covertype_pipeline"
 DEFAULT_TIMEOUT_S = 10.0
 PAYLOAD_TASK = "fetch"  # returns the raw rows: large, read only when needed
@@ -105,9 +113,9 @@ class AirflowClient:
             raise UnexpectedResponse(
                 SERVICE,
                 f"POST /auth/token answered {response.status_code}: {response_detail(response)}",
-                "that AIRFLOW_API_URL points at an Airflow 3 api-server",
+                API_SERVER_HINT,
             )
-        token = response.json().get("access_token")
+        token = json_body(response, SERVICE, API_SERVER_HINT).get("access_token")
         if not token:
             raise UnexpectedResponse(SERVICE, "POST /auth/token returned no access_token", "the Airflow version (3.x)")
         return str(token)
@@ -146,11 +154,14 @@ class AirflowClient:
             )
         return response
 
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return json_body(self._request(method, path, **kwargs), SERVICE, API_SERVER_HINT)
+
     # The DAG -------------------------------------------------------------------------------------
 
     def dag_status(self) -> DagStatus:
         """Whether the DAG is paused (``GET /api/v2/dags/{dag_id}``)."""
-        body = self._request("GET", f"/api/v2/dags/{self.dag_id}").json()
+        body = self._json("GET", f"/api/v2/dags/{self.dag_id}")
         return DagStatus(
             dag_id=body.get("dag_id", self.dag_id),
             is_paused=bool(body.get("is_paused")),
@@ -159,7 +170,7 @@ class AirflowClient:
 
     def set_paused(self, paused: bool) -> DagStatus:
         """Pause or unpause the DAG; returns the state Airflow reports afterwards."""
-        body = self._request("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": paused}).json()
+        body = self._json("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": paused})
         return DagStatus(
             dag_id=body.get("dag_id", self.dag_id),
             is_paused=bool(body.get("is_paused")),
@@ -168,7 +179,7 @@ class AirflowClient:
 
     def trigger_run(self) -> DagRun:
         """Queue a manual run now; ``logical_date`` must be sent (as null) or Airflow 3 answers 422."""
-        body = self._request("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None}).json()
+        body = self._json("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None})
         return _dag_run(body)
 
     def recent_runs(self, limit: int = 10, *, hide_collection_complete: bool = False) -> RecentRuns:
@@ -209,11 +220,11 @@ class AirflowClient:
 
     def _dag_runs_page(self, limit: int, *, offset: int) -> tuple[list[DagRun], int]:
         """One page of runs, newest first, and how many runs the DAG has."""
-        body = self._request(
+        body = self._json(
             "GET",
             f"/api/v2/dags/{self.dag_id}/dagRuns",
             params={"limit": limit, "offset": offset, "order_by": "-run_after"},
-        ).json()
+        )
         return [_dag_run(item) for item in body.get("dag_runs", [])], int(body.get("total_entries", 0))
 
     def _collection_complete_run_ids(self, runs: list[DagRun]) -> set[str]:
@@ -231,14 +242,14 @@ class AirflowClient:
             params["run_after_lte"] = newest
         if oldest:
             params["run_after_gte"] = oldest
-        body = self._request("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/~/taskInstances", params=params).json()
+        body = self._json("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/~/taskInstances", params=params)
         page_ids = {run.run_id for run in runs}
         return {str(instance.get("dag_run_id")) for instance in body.get("task_instances", [])} & page_ids
 
     def _with_task_results(self, run: DagRun) -> DagRun:
-        instances = self._request(
+        instances = self._json(
             "GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run.run_id}/taskInstances", params={"limit": 100}
-        ).json()
+        )
         states: dict[str, str | None] = {
             instance["task_id"]: instance.get("state") for instance in instances.get("task_instances", [])
         }
@@ -261,7 +272,7 @@ class AirflowClient:
         response = self._request("GET", path, allow_404=True)
         if response.status_code == 404:
             return None
-        value = response.json().get("value")
+        value = json_body(response, SERVICE, "the api-server's log").get("value")
         # The API returns the stored value; depending on how the task serialised it, that is
         # already a dict or a JSON string of one.
         if isinstance(value, str):

@@ -51,8 +51,16 @@ class DataDbClient:
     """Reads the collected data; one engine (connection pool) per URL."""
 
     def __init__(self, db_url: str) -> None:
-        self.display_url = make_url(db_url).render_as_string(hide_password=True)
-        self._engine = _engine(db_url)
+        try:
+            self.display_url = make_url(db_url).render_as_string(hide_password=True)
+            self._engine = _engine(db_url)
+        except (SQLAlchemyError, ValueError, ImportError) as error:
+            # A malformed URL, or a driver that is not installed (``mysql://`` means MySQLdb).
+            raise ServiceError(
+                SERVICE,
+                f"cannot use DATA_DB_URL: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                "DATA_DB_URL: an SQLAlchemy URL such as mysql+pymysql://user:password@host:3306/db",
+            ) from error
 
     def overview(self) -> DataOverview:
         """Every summary the Data page shows, read in one go."""

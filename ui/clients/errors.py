@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -57,6 +58,19 @@ def response_detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])[:300]
     return str(body)[:300]
+
+
+def json_body(response: httpx.Response, service: str, hint: str) -> Any:
+    """The response's JSON; a body that is not JSON (e.g. the URL points at a web page) is ``UnexpectedResponse``."""
+    try:
+        return response.json()
+    except ValueError as error:
+        raise UnexpectedResponse(
+            service,
+            f"{response.request.method} {response.request.url.path} answered {response.status_code} "
+            f"with a body that is not JSON ({response.headers.get('content-type', 'no content type')})",
+            hint,
+        ) from error
 
 
 @contextmanager

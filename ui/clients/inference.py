@@ -17,6 +17,7 @@ from ui.clients.errors import (
     InvalidInput,
     NoModelYet,
     UnexpectedResponse,
+    json_body,
     response_detail,
     transport_errors,
 )
@@ -89,25 +90,29 @@ class InferenceClient:
             )
         return response
 
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return json_body(self._call(method, path, **kwargs), SERVICE, "that INFERENCE_URL points at the service")
+
     def health(self) -> dict[str, Any]:
         """The liveness document (``GET /health``)."""
-        return self._call("GET", "/health").json()
+        return self._json("GET", "/health")
 
     def model_info(self) -> ModelInfo:
         """The loaded model (``GET /model``); raises ``NoModelYet`` before the first model."""
-        body = self._call("GET", "/model").json()
+        body = self._json("GET", "/model")
         return ModelInfo(
             name=body.get("name") or body.get("model_name"),
             version=_text(body.get("version") or body.get("model_version")),
             alias=body.get("alias") or body.get("model_alias"),
             run_id=body.get("run_id"),
             loaded_at=_text(body.get("loaded_at")),
-            metrics={key: float(value) for key, value in (body.get("metrics") or {}).items()},
+            # A metric that is NaN in MLflow arrives as null: left out rather than shown as a number.
+            metrics={key: float(value) for key, value in (body.get("metrics") or {}).items() if value is not None},
         )
 
     def predict(self, records: Sequence[dict[str, int | str]]) -> PredictionResult:
         """Predict the records in one request (``{"instances": [...]}``)."""
-        body = self._call("POST", "/predict", json={"instances": list(records)}).json()
+        body = self._json("POST", "/predict", json={"instances": list(records)})
         return _prediction_result(body)
 
     def close(self) -> None:

@@ -79,7 +79,15 @@ class TrackingClient:
         self.experiment_name = experiment_name
         self.model_name = model_name
         self.model_alias = model_alias
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        try:
+            self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except Exception as error:  # MLflow raises several types for a URI it cannot use; each is reported
+            raise ServiceError(
+                SERVICE,
+                f"cannot use the tracking URI {tracking_uri!r}: {type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200] if str(error) else ''}",
+                "MLFLOW_TRACKING_URI: the server's URL, e.g. http://mlflow:5000",
+            ) from error
 
     def _fail(self, action: str, error: Exception) -> ServiceError:
         message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
