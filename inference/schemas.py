@@ -179,6 +179,9 @@ def _field_reason(field: str | None, error: dict[str, Any]) -> str:  # noqa: PLR
     return str(error.get("msg", kind))
 
 
+BODY_SHAPES = 'one record (a JSON object of the 12 features) or {"instances": [...]}'
+
+
 def describe_error(error: dict[str, Any], max_instances: int | None = None) -> ErrorItem:  # noqa: PLR0911
     """Turn one FastAPI/pydantic error into (record index, field, reason).
 
@@ -194,15 +197,11 @@ def describe_error(error: dict[str, Any], max_instances: int | None = None) -> E
         detail = (error.get("ctx") or {}).get("error", "")
         return ErrorItem(index=None, field=None, reason=f"the body is not valid JSON: {detail}")
     if not location:
-        return ErrorItem(index=None, field=None, reason=str(error.get("msg", kind)))
+        return ErrorItem(index=None, field=None, reason=_body_reason(error))
     if location[0] == RECORD_TAG:
         rest = location[1:]
         if not rest:
-            return ErrorItem(
-                index=0,
-                field=None,
-                reason='the body must be one record (a JSON object of the 12 features) or {"instances": [...]}',
-            )
+            return ErrorItem(index=0, field=None, reason=_body_reason(error))
         return ErrorItem(index=0, field=str(rest[0]), reason=_field_reason(str(rest[0]), error))
     if location[0] == INSTANCES_TAG:
         rest = location[1:]
@@ -220,6 +219,17 @@ def describe_error(error: dict[str, Any], max_instances: int | None = None) -> E
         return ErrorItem(index=None, field=field, reason=str(error.get("msg", kind)))
     field = ".".join(str(part) for part in location)
     return ErrorItem(index=None, field=field, reason=str(error.get("msg", kind)))
+
+
+def _body_reason(error: dict[str, Any]) -> str:
+    """Why the body as a whole is not a record or a batch."""
+    if error.get("type") == "missing":  # no body, or JSON null
+        return f"the body is empty: send {BODY_SHAPES}"
+    if isinstance(error.get("input"), str | bytes):  # e.g. curl -d without a JSON content type
+        return "the body arrived as text, not JSON: send it with Content-Type: application/json"
+    if error.get("loc", ())[-1:] == (RECORD_TAG,):
+        return f"the body must be {BODY_SHAPES}"
+    return str(error.get("msg", error.get("type", "")))
 
 
 def _instances_reason(error: dict[str, Any], max_instances: int | None) -> str:

@@ -144,3 +144,17 @@ def test_a_body_that_is_not_json_is_a_422(client: TestClient) -> None:
     [error] = _errors(response)
     assert error["field"] is None
     assert "not valid JSON" in error["reason"]
+
+
+@pytest.mark.parametrize(
+    ("send", "reason_part"),
+    [
+        ({}, "the body is empty: send one record"),
+        ({"content": b"null", "headers": {"content-type": "application/json"}}, "the body is empty"),
+        # curl -d '{...}' without -H: the record arrives form-encoded.
+        ({"data": {"Elevation": "2596"}}, "send it with Content-Type: application/json"),
+    ],
+)
+def test_an_empty_body_or_one_sent_as_text_says_so(client: TestClient, send: dict[str, Any], reason_part: str) -> None:
+    [error] = _errors(client.post("/predict", **send))
+    assert reason_part in error["reason"]

@@ -158,9 +158,9 @@ def expected_cover_type(pipeline: Pipeline, record: dict[str, int | str]) -> int
 
 
 @contextmanager
-def inference_server(tracking_uri: str) -> Iterator[str]:
+def inference_server(tracking_uri: str, **settings: object) -> Iterator[str]:
     """The inference service's real app, reading ``tracking_uri``, on a loopback port."""
-    app = create_app(Settings(mlflow_tracking_uri=tracking_uri, model_name=MODEL_NAME, model_alias=ALIAS))
+    app = create_app(Settings(mlflow_tracking_uri=tracking_uri, model_name=MODEL_NAME, model_alias=ALIAS, **settings))
     with serve(app) as url:
         yield url
 

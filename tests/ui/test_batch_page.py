@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
+from tests.ui import backends
 from tests.ui.apptest import open_page, texts
 from ui.batch_predict import CsvFormatError, read_raw_csv, refused_indices
 from ui.clients.errors import InvalidInput
@@ -50,6 +51,15 @@ def test_upload_predicts_good_rows_and_lists_rejects_with_reasons(served_model, 
     assert "C9999" in rejects["detail"].iloc[0]
     assert "Elevation" in rejects["detail"].iloc[1]
     assert len(app.get("download_button")) == 1
+
+
+def test_a_refusal_of_the_whole_request_shows_the_services_reason(mlflow_store, ui_env, shared_frame) -> None:
+    with backends.inference_server(mlflow_store.tracking_uri, predict_max_instances=30) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(40)), "text/csv").run()
+    [error] = texts(app.error)
+    assert "instances: too many instances: 40 sent, at most 30 per request" in error
 
 
 def test_headerless_feature_only_file_is_predicted(served_model, ui_env, shared_frame) -> None:

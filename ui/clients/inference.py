@@ -75,12 +75,13 @@ class InferenceClient:
         if response.status_code == 503:
             raise NoModelYet(SERVICE, f"no model loaded yet ({response_detail(response)})", NO_MODEL_HINT)
         if response.status_code == 422:
-            details = _json_or_text(response)
+            body = _json_or_text(response)
+            details = body.get("detail", body) if isinstance(body, dict) else body
             raise InvalidInput(
                 SERVICE,
-                "the request was refused as invalid (422)",
-                "the listed records and fields",
-                details.get("detail", details) if isinstance(details, dict) else details,
+                f"the request was refused as invalid (422): {_refusal_summary(details)}",
+                "the records and fields named",
+                details,
             )
         if response.status_code != 200:
             raise UnexpectedResponse(
@@ -117,6 +118,28 @@ class InferenceClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _refusal_summary(details: Any, shown: int = 3) -> str:
+    """The service's first reasons, e.g. ``record 2, Elevation: ...`` or ``instances: too many instances ...``."""
+    items = details if isinstance(details, list) else [details]
+    parts = []
+    for item in items[:shown]:
+        if not isinstance(item, dict):
+            parts.append(str(item)[:200])
+            continue
+        where = ", ".join(
+            part
+            for part in (
+                None if item.get("index") is None else f"record {item['index']}",
+                item.get("field"),
+            )
+            if part
+        )
+        reason = str(item.get("reason") or item.get("msg") or item)
+        parts.append(f"{where}: {reason}" if where else reason)
+    more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
+    return "; ".join(parts) + more
 
 
 def _text(value: object) -> str | None:
