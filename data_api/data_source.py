@@ -143,12 +143,23 @@ def _typed(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, LabelScheme]:
     return typed[list(RAW_COLUMNS)], bad, scheme
 
 
-def _describe_bad_row(path: Path, position: int, scheme: LabelScheme) -> str:
+def _data_row(path: Path, position: int) -> tuple[int, list[str]]:
+    """The file line (1-based) and fields of data row ``position``: pandas skips blank lines, people count them."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, skipinitialspace=True)
+        next(reader, None)  # the header
+        data_rows = -1
+        for fields in reader:
+            if not fields:
+                continue
+            data_rows += 1
+            if data_rows == position:
+                return reader.line_num, fields
+    raise DatasetError(f"dataset {path}: row {position} not found on a second read (was the file changed?)")
+
+
+def _describe_bad_row(fields: list[str], scheme: LabelScheme) -> str:
     """The reason of ``covertype.parsing`` for one rejected row, so both sides word it the same."""
-    row = pd.read_csv(
-        path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skiprows=range(1, position + 1), nrows=1
-    )
-    fields = row.iloc[0].tolist()
     try:
         parse_row(fields, scheme)
     except RowError as error:
@@ -165,10 +176,10 @@ def load_raw_csv(path: Path) -> Dataset:
     typed, bad, scheme = _typed(frame)
     if bad.any():
         positions = np.flatnonzero(bad.to_numpy())
-        first = int(positions[0])
+        line, fields = _data_row(path, int(positions[0]))
         raise DatasetError(
-            f"dataset {path}: {len(positions)} invalid row(s); first at line {first + 2}: "
-            f"{_describe_bad_row(path, first, scheme)}"
+            f"dataset {path}: {len(positions)} invalid row(s); first at line {line}: "
+            f"{_describe_bad_row(fields, scheme)}"
         )
     typed[WILDERNESS_COLUMN] = typed[WILDERNESS_COLUMN].astype("category")
     typed[SOIL_COLUMN] = typed[SOIL_COLUMN].astype("category")

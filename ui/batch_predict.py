@@ -79,7 +79,9 @@ def read_raw_csv(content: bytes) -> RawCsv:
     if not content.strip():
         raise CsvFormatError("the file is empty")
     try:
-        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(
+            io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise CsvFormatError(f"not a readable CSV: {error}") from error
     header = [str(name).strip() for name in frame.columns]
@@ -91,7 +93,14 @@ def read_raw_csv(content: bytes) -> RawCsv:
         has_header = True
     elif len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
         # No header: the first line is data, in raw-format order.
-        frame = pd.read_csv(io.BytesIO(content), dtype=str, keep_default_na=False, header=None, skipinitialspace=True)
+        frame = pd.read_csv(
+            io.BytesIO(content),
+            dtype=str,
+            keep_default_na=False,
+            header=None,
+            skipinitialspace=True,
+            skip_blank_lines=False,
+        )
         has_label = len(frame.columns) == len(RAW_COLUMNS)
         frame.columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
         has_header = False
@@ -101,6 +110,9 @@ def read_raw_csv(content: bytes) -> RawCsv:
             f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
             f"missing {', '.join(missing)}"
         )
+    # Blank lines are read (as empty rows) and dropped here, so that the index stays the file line
+    # minus ``first_line``: the line numbers of rejects are the ones an editor shows.
+    frame = frame[frame.apply(lambda column: column.str.strip() != "").any(axis=1)]
     if len(frame) > MAX_ROWS:
         raise CsvFormatError(f"{len(frame)} rows; the UI predicts at most {MAX_ROWS} rows per file")
     return RawCsv(frame=frame, has_label=has_label, has_header=has_header)
@@ -112,8 +124,8 @@ def validate_rows(
     """Split the rows into (line, record) pairs to send and rejected lines with reasons."""
     good: list[tuple[int, dict[str, int | str]]] = []
     rejected: list[RejectedLine] = []
-    for offset, values in enumerate(frame[list(FEATURE_COLUMNS)].itertuples(index=False, name=None)):
-        line = first_line + offset
+    for position, *values in frame[list(FEATURE_COLUMNS)].itertuples(name=None):
+        line = first_line + int(position)
         try:
             good.append((line, parse_features(list(values))))
         except RowError as error:
@@ -178,8 +190,8 @@ def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
     table = pd.DataFrame(rows)
     if raw.has_label and not table.empty:
         # The file's own label beside the prediction, for comparison.
-        labels = raw.frame[LABEL_COLUMN].reset_index(drop=True)
-        table.insert(4, LABEL_COLUMN, [labels[line - raw.first_line] for line in table["line"]])
+        labels = raw.frame[LABEL_COLUMN]
+        table.insert(4, LABEL_COLUMN, [labels.loc[line - raw.first_line] for line in table["line"]])
     rejected.sort(key=lambda item: item.line)
     return BatchOutcome(predictions=table, rejected=rejected, model_versions=versions)
 

@@ -69,6 +69,8 @@ def test_a_zero_based_label_file_is_accepted_as_it_is(tmp_path: Path) -> None:
         ([*good_lines(), GOOD_ROW.replace("C7745", "C9999")], "line 22: Soil_Type: 'C9999' is not a known ELU code"),
         ([*good_lines(), GOOD_ROW[:-1] + "8"], "line 22: Cover_Type: 8 is not a cover type"),
         ([*good_lines(5), GOOD_ROW[:-1] + "x", GOOD_ROW[:-1] + "9"], "2 invalid row(s); first at line 7"),
+        # Blank lines are skipped, but counted in the line number people look for.
+        ([HEADER, "", GOOD_ROW, "", "", GOOD_ROW.replace("2596", "high")], "line 6: Elevation: 'high'"),
     ],
 )
 def test_a_malformed_dataset_stops_the_start_up_naming_file_and_problem(

@@ -10,7 +10,7 @@ import pytest
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
 from tests.ui import backends
 from tests.ui.apptest import open_page, texts
-from ui.batch_predict import CsvFormatError, read_raw_csv, refused_indices
+from ui.batch_predict import CsvFormatError, read_raw_csv, refused_indices, validate_rows
 from ui.clients.errors import InvalidInput
 from ui.clients.inference import InferenceClient
 from ui.examples import EXAMPLES
@@ -116,3 +116,14 @@ def test_records_the_service_refuses_are_read_from_its_422_details(served_model)
     assert list(reasons) == [1]
     assert reasons[1].startswith("Soil_Type: ")
     assert "C0000" in reasons[1]
+
+
+def test_line_numbers_of_rejects_count_blank_lines_as_an_editor_does(shared_frame) -> None:
+    rows = shared_frame.head(2)[list(FEATURE_COLUMNS)].astype(str)
+    header, good, other = ",".join(FEATURE_COLUMNS), ",".join(rows.iloc[0]), ",".join(rows.iloc[1])
+    bad = other.replace(rows.iloc[1]["Soil_Type"], "C9999")
+    content = "\n".join([header, "", good, "", "   ", bad, other, ""]).encode()  # lines 1..7
+    raw = read_raw_csv(content)
+    good_rows, rejected = validate_rows(raw.frame, raw.first_line)
+    assert [line for line, _ in good_rows] == [3, 7]
+    assert [(item.line, item.reason) for item in rejected] == [(6, "unknown_category")]
