@@ -127,19 +127,35 @@ def _raw_label(raw_row: Sequence[Any]) -> int | None:
         return None
 
 
-def detect_label_scheme(raw_rows: Sequence[Sequence[Any]]) -> LabelScheme:
+# A payload's own numbering overrides the collection's only when the label that is impossible under
+# the collection's numbering is common in it (the source changed), not a stray bad label.
+OVERRIDE_SHARE = 0.05
+
+
+def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: LabelScheme | None = None) -> LabelScheme:
     """Decide once for the whole payload whether labels are 1..7 or 0..6.
 
-    A payload is 0-based only if it contains a 0 and no 7; any other payload is
-    taken as the course's 1..7. Deciding per payload, never per row, keeps a
-    lone bad label from being silently shifted into a valid class.
+    Alone (the first payload), a payload is 0-based only if it contains a 0
+    and no 7; otherwise it is taken as the course's 1..7. Once earlier payloads
+    have shown the collection's numbering (``collection_scheme``), it is kept
+    for a payload that shows neither 0 nor 7 (a slice without that cover
+    type would otherwise be read wrongly), and for one where the label it
+    makes impossible is rare (those rows are rejected, not the whole payload
+    shifted). Only a payload where that label is common (at least
+    ``OVERRIDE_SHARE`` of its rows) and the other one absent uses its own
+    numbering. Deciding per payload, never per row, keeps a lone bad label from
+    being silently shifted into a valid class.
     """
-    labels = {
+    labels = [
         label for raw_row in raw_rows if len(raw_row) == len(RAW_COLUMNS) and (label := _raw_label(raw_row)) is not None
-    }
-    if 0 in labels and 7 not in labels:
-        return LabelScheme.ZERO_BASED
-    return LabelScheme.ONE_BASED
+    ]
+    zeros, sevens = labels.count(0), labels.count(7)
+    if collection_scheme is None:
+        return LabelScheme.ZERO_BASED if zeros and not sevens else LabelScheme.ONE_BASED
+    impossible, telling = (zeros, sevens) if collection_scheme is LabelScheme.ONE_BASED else (sevens, zeros)
+    if impossible >= max(1.0, OVERRIDE_SHARE * len(labels)) and not telling:
+        return LabelScheme.ZERO_BASED if collection_scheme is LabelScheme.ONE_BASED else LabelScheme.ONE_BASED
+    return collection_scheme
 
 
 def normalise_label(label: int, scheme: LabelScheme) -> int:
@@ -171,9 +187,13 @@ def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
     return record
 
 
-def parse_payload_rows(raw_rows: Sequence[Any]) -> ParsedPayload:
-    """Parse every row of a payload; never raises for a bad row."""
-    scheme = detect_label_scheme([fields for r in raw_rows if (fields := _as_fields(r)) is not None])
+def parse_payload_rows(raw_rows: Sequence[Any], collection_scheme: LabelScheme | None = None) -> ParsedPayload:
+    """Parse every row of a payload; never raises for a bad row.
+
+    ``collection_scheme`` is the label numbering earlier payloads showed (see ``detect_label_scheme``).
+    """
+    rows_as_lists = [fields for raw_row in raw_rows if (fields := _as_fields(raw_row)) is not None]
+    scheme = detect_label_scheme(rows_as_lists, collection_scheme)
     rows: list[dict[str, int | str]] = []
     rejected: list[RejectedRow] = []
     for position, raw_row in enumerate(raw_rows):

@@ -52,7 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from covertype.parsing import ParsedPayload, parse_payload_rows
+from covertype.parsing import LabelScheme, ParsedPayload, parse_payload_rows
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,31 @@ def find_fetch(engine: Engine, dag_run_id: str) -> FetchSummary | None:
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
 
 
+def collection_label_scheme(engine: Engine) -> LabelScheme | None:
+    """The label numbering the stored payloads showed last, or None before any payload showed one.
+
+    A payload read as 0..6 showed it (it held a 0 and no 7, or inherited it);
+    one read as 1..7 showed it only if it held a 7 (every stored 7 of a 1..7
+    payload was a 7 as sent). The later of the two wins: a source that changed
+    its numbering is followed.
+    """
+    with Session(engine) as session:
+        last_zero_based = session.scalar(
+            select(func.max(Fetch.id)).where(Fetch.label_scheme == LabelScheme.ZERO_BASED.value)
+        )
+        last_one_based = session.scalar(
+            select(func.max(Fetch.id))
+            .join(ObservationSighting, ObservationSighting.fetch_id == Fetch.id)
+            .join(Observation, Observation.id == ObservationSighting.observation_id)
+            .where(Fetch.label_scheme == LabelScheme.ONE_BASED.value, Observation.Cover_Type == 7)
+        )
+    if last_zero_based is None and last_one_based is None:
+        return None
+    if (last_zero_based or 0) > (last_one_based or 0):
+        return LabelScheme.ZERO_BASED
+    return LabelScheme.ONE_BASED
+
+
 def append_fetch(
     engine: Engine,
     *,
@@ -261,7 +286,7 @@ def append_fetch(
     if existing is not None:
         log.info("fetch of DAG run %s already stored (fetch id %s): nothing written", dag_run_id, existing.fetch_id)
         return existing
-    parsed = parsed if parsed is not None else parse_payload_rows(raw_rows)
+    parsed = parsed if parsed is not None else parse_payload_rows(raw_rows, collection_label_scheme(engine))
     hashes = [row_hash(record) for record in parsed.rows]
     counts = Counter(hashes)
     records_by_hash = dict(zip(hashes, parsed.rows, strict=True))

@@ -92,6 +92,38 @@ def test_a_payload_with_both_0_and_7_is_one_based_and_rejects_the_0() -> None:
     assert [(r.position, r.reason) for r in parsed.rejected] == [(0, RejectReason.UNKNOWN_LABEL)]
 
 
+def labelled(labels: list[int]) -> list[list[str]]:
+    return [with_field("Cover_Type", str(label)) for label in labels]
+
+
+@pytest.mark.parametrize(
+    ("collection", "labels", "expected"),
+    [
+        # A slice without the telling label keeps the collection's numbering.
+        (LabelScheme.ZERO_BASED, [1, 2, 3, 4, 5] * 30, LabelScheme.ZERO_BASED),
+        (LabelScheme.ONE_BASED, [1, 2, 3, 4, 5] * 30, LabelScheme.ONE_BASED),
+        # One stray label the collection's numbering forbids: that row is rejected, the rest is not shifted.
+        (LabelScheme.ONE_BASED, [1, 2, 5] * 50 + [0], LabelScheme.ONE_BASED),
+        (LabelScheme.ZERO_BASED, [0, 1, 4] * 50 + [7], LabelScheme.ZERO_BASED),
+        # Common, with the other label absent: the source changed its numbering, the payload's own wins.
+        (LabelScheme.ONE_BASED, [0, 1, 2, 5] * 40, LabelScheme.ZERO_BASED),
+        (LabelScheme.ZERO_BASED, [1, 2, 7] * 40, LabelScheme.ONE_BASED),
+        # Common but with the other label present too: the collection's numbering, the odd ones rejected.
+        (LabelScheme.ONE_BASED, [0, 1, 7] * 40, LabelScheme.ONE_BASED),
+    ],
+)
+def test_the_collections_numbering_decides_unless_the_payload_clearly_shows_another(
+    collection: LabelScheme, labels: list[int], expected: LabelScheme
+) -> None:
+    parsed = parse_payload_rows(labelled(labels), collection)
+    assert parsed.label_scheme is expected
+    shift = 1 if expected is LabelScheme.ZERO_BASED else 0
+    impossible = 7 if expected is LabelScheme.ZERO_BASED else 0
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == [label + shift for label in labels if label != impossible]
+    assert {r.reason for r in parsed.rejected} <= {RejectReason.UNKNOWN_LABEL}
+    assert len(parsed.rejected) == labels.count(impossible)
+
+
 def test_zero_based_payload_rejects_label_7_instead_of_guessing() -> None:
     # 0 present, no 7: zero-based; a 6 maps to 7 and a stray -1 is refused, not shifted to 0.
     rows = [with_field("Cover_Type", "0"), with_field("Cover_Type", "6"), with_field("Cover_Type", "-1")]

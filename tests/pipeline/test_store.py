@@ -10,7 +10,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateTable
 
 from covertype import store
-from covertype.parsing import RejectReason
+from covertype.parsing import LabelScheme, RejectReason
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 
 
@@ -140,3 +140,31 @@ def test_init_schema_is_safe_to_repeat(engine) -> None:
     store.init_schema(engine)
     with engine.connect() as connection:
         assert connection.execute(select(store.Fetch.id)).all() == []
+
+
+def _relabelled(rows: list[list[str]], shift: int) -> list[list[str]]:
+    return [[*row[:-1], str(int(row[-1]) + shift)] for row in rows]
+
+
+def test_a_payload_without_the_telling_label_keeps_the_collections_numbering(engine, shared_rows) -> None:
+    # A 0..6 source: the first payload holds 0s; a later one has only cover types 2..6 (1..5 as sent).
+    zero_based = _relabelled(shared_rows[:200], -1)
+    assert store.collection_label_scheme(engine) is None
+    assert _append(engine, "run-1", zero_based).label_scheme == "0..6"
+    assert store.collection_label_scheme(engine) is LabelScheme.ZERO_BASED
+    later = [row for row in _relabelled(shared_rows[200:800], -1) if row[-1] in {"1", "2", "3", "4", "5"}]
+    assert _append(engine, "run-2", later, batch=2).label_scheme == "0..6"
+    stored = store.load_observations(engine)
+    assert len(stored) == 200 + len(later)  # every row stored, none rejected
+    expected = sorted(int(row[-1]) + 1 for row in [*zero_based, *later])
+    assert sorted(stored[LABEL_COLUMN].tolist()) == expected
+
+
+def test_a_stray_0_in_a_one_based_collection_is_rejected_not_a_reason_to_shift(engine, shared_rows) -> None:
+    with_sevens = [row for row in shared_rows[:2000] if row[-1] == "7"][:20] + shared_rows[:100]
+    _append(engine, "run-1", with_sevens)
+    assert store.collection_label_scheme(engine) is LabelScheme.ONE_BASED
+    no_sevens = [row for row in shared_rows[2000:3000] if row[-1] != "7"][:150]
+    summary = _append(engine, "run-2", [*no_sevens, [*no_sevens[0][:-1], "0"]], batch=2)
+    assert (summary.label_scheme, summary.rows_rejected) == ("1..7", 1)
+    assert summary.rejected_by_reason == {"unknown_label": 1}
