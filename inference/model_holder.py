@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,9 @@ from mlflow.exceptions import MlflowException
 from inference.serving import prepare_for_serving
 
 logger = logging.getLogger(__name__)
+
+# Longest pause before the watcher downloads a version that failed to load again (seconds).
+MAX_FAILED_RETRY_S = 600.0
 
 
 class RegistryState(StrEnum):
@@ -122,6 +125,10 @@ class ModelHolder:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
+        # The (version, run) that last failed to load, and when the watcher may try it again.
+        self._failed: tuple[str, str | None] | None = None
+        self._failed_attempts = 0
+        self._retry_failed_after = datetime.min.replace(tzinfo=UTC)
 
     @property
     def current(self) -> LoadedModel | None:
@@ -149,14 +156,17 @@ class ModelHolder:
             return f"no model loaded yet: the first check of models:/{self.model_name}@{self.model_alias} is pending"
         return f"no model loaded: {status.message}"
 
-    def refresh(self) -> RefreshResult:
+    def refresh(self, *, force: bool = False) -> RefreshResult:
         """Check the alias once and, if it names another version than the one served, load and swap to it.
 
         Registry errors never propagate: they become the status (and are
-        logged), and the model already loaded stays in service.
+        logged), and the model already loaded stays in service. A version that
+        failed to load is tried again with a growing pause (poll interval
+        doubled per failure, at most ``MAX_FAILED_RETRY_S``) rather than
+        downloaded on every poll; ``force`` (``POST /model/reload``) tries now.
         """
         with self._refresh_lock:
-            swapped = self._refresh_locked()
+            swapped = self._refresh_locked(force=force)
             return RefreshResult(swapped=swapped, status=self._status, current=self._current)
 
     @property
@@ -166,26 +176,35 @@ class ModelHolder:
             self._client_instance = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client_instance
 
-    def _refresh_locked(self) -> bool:
+    def _refresh_locked(self, *, force: bool) -> bool:
         now = datetime.now(UTC)
         version = self._resolve_alias(now)
         if version is None:
             return False
         served = self._current
         # The run too: a model deleted and registered again starts over at version 1 with another run.
-        if served is not None and (served.version, served.run_id) == (str(version.version), version.run_id):
+        target = (str(version.version), version.run_id)
+        if served is not None and (served.version, served.run_id) == target:
             self._set_status(self._serving_message(served), now, success=True)
             return False
+        if target == self._failed and now < self._retry_failed_after and not force:
+            return False  # the status still says why it failed
         try:
             loaded = self._load(str(version.version), version.run_id)
         except Exception as error:
             logger.exception("loading version %s of %s failed", version.version, self.model_name)
+            self._failed_attempts = self._failed_attempts + 1 if target == self._failed else 1
+            self._failed = target
+            pause_s = min(self.poll_interval_s * 2**self._failed_attempts, MAX_FAILED_RETRY_S)
+            self._retry_failed_after = now + timedelta(seconds=pause_s)
             message = (
                 f"version {version.version} of registered model '{self.model_name}' could not be loaded: "
-                f"{type(error).__name__}: {error}"
+                f"{type(error).__name__}: {error} (attempt {self._failed_attempts}; next try in {pause_s:g} s, "
+                "or now with POST /model/reload)"
             )
             self._set_status((RegistryState.LOAD_FAILED, message), now)
             return False
+        self._failed = None
         self._current = loaded
         logger.info(
             "now serving %s version %s (run %s), loaded in %.2f s",

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: the body type of /predict is bui
 (it carries the configured limit) and FastAPI must see it as an object, not a string.
 """
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -145,8 +146,11 @@ def build_router(max_instances: int) -> APIRouter:
 
     @router.post("/model/reload", response_model=ReloadResponse, tags=["model"])
     async def reload(holder: HolderDep) -> ReloadResponse:
-        """Check the alias now (instead of waiting for the watcher) and swap if it names a new version."""
-        result = await run_in_threadpool(holder.refresh)
+        """Check the alias now (instead of waiting for the watcher) and swap if it names a new version.
+
+        A version that failed to load is tried again at once, without the watcher's pause.
+        """
+        result = await run_in_threadpool(functools.partial(holder.refresh, force=True))
         return ReloadResponse(
             swapped=result.swapped,
             model_version=result.current.version if result.current else None,

@@ -224,6 +224,13 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_says_why(
         assert response.json()["model_version"] == first.version
         health = client.get("/health").json()
         assert (health["model_loaded"], health["registry_state"]) == (True, "load_failed")
+        assert "attempt 1; next try in" in health["registry_message"]
+
+        # The watcher does not download the broken version on every poll: it waits (here 2 x 30 s)...
+        client.app.state.holder.refresh()
+        assert "attempt 1;" in client.get("/health").json()["registry_message"]
+        # ...while a reload asked for tries at once.
+        assert "attempt 2;" in client.post("/model/reload").json()["registry_message"]
 
         # Once the alias points at a version that loads, the service moves on.
         third = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
