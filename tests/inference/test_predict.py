@@ -158,3 +158,14 @@ def test_a_body_that_is_not_json_is_a_422(client: TestClient) -> None:
 def test_an_empty_body_or_one_sent_as_text_says_so(client: TestClient, send: dict[str, Any], reason_part: str) -> None:
     [error] = _errors(client.post("/predict", **send))
     assert reason_part in error["reason"]
+
+
+def test_integers_sent_as_strings_like_the_data_api_sends_them_are_accepted(
+    client: TestClient, shared_frame: pd.DataFrame
+) -> None:
+    record = record_of(shared_frame, 0)
+    as_numbers = client.post("/predict", json=record).json()["predictions"]
+    as_strings = client.post("/predict", json={key: str(value) for key, value in record.items()}).json()
+    assert as_strings["predictions"] == as_numbers
+    [error] = _errors(client.post("/predict", json={**record, "Elevation": "2596.5"}))
+    assert (error["field"], error["reason"]) == ("Elevation", "'2596.5' is not an integer")
