@@ -13,6 +13,7 @@ on a 2-core machine:
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -25,10 +26,23 @@ MAX_HEARTBEAT_AGE_S = 60.0
 JOB_TYPES = {"dag-processor": "DagProcessorJob", "triggerer": "TriggererJob"}
 
 
-def _http_ok(url: str) -> None:
+def _http_ok(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}")
+        return response.read()
+
+
+def api_server_ok(url: str) -> None:
+    """The api-server answers, and can reach its metadata database.
+
+    The endpoint answers 200 even when the database is down (it says so in the body); the
+    scheduler's status in the same body is not required: the scheduler starts after this check.
+    """
+    body = json.loads(_http_ok(url))
+    status = (body.get("metadatabase") or {}).get("status")
+    if status != "healthy":
+        raise RuntimeError(f"{url}: metadatabase is {status!r}")
 
 
 def _airflow_hostname() -> str:
@@ -73,7 +87,7 @@ def main(argv: list[str]) -> int:
     service = argv[1] if len(argv) > 1 else "api-server"
     try:
         if service == "api-server":
-            _http_ok("http://localhost:8080/api/v2/monitor/health")
+            api_server_ok("http://localhost:8080/api/v2/monitor/health")
         elif service == "scheduler":
             _http_ok("http://localhost:8974/health")
         elif service in JOB_TYPES:

@@ -204,18 +204,27 @@ def test_dag_runs_succeed_and_store_a_batch_each(stack: Stack) -> None:
     seen["observations"] = int(observations)
 
 
-def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> None:
+def training_runs(stack: Stack) -> list[dict[str, Any]]:
+    """Every MLflow run of the ``covertype`` experiment (parents and nested candidates)."""
     experiment = mlflow(stack, "GET", "experiments/get-by-name?experiment_name=covertype")["experiment"]
-    found = mlflow(
+    return mlflow(
         stack,
         "POST",
         "runs/search",
         {"experiment_ids": [experiment["experiment_id"]], "max_results": 500},
     ).get("runs", [])
+
+
+def run_tags(run: dict[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+
+
+def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> None:
+    found = training_runs(stack)
     parents: dict[str, Any] = {}
     attempts: dict[str, list[str]] = {}
     for run in found:
-        tags = {tag["key"]: tag["value"] for tag in run["data"].get("tags", [])}
+        tags = run_tags(run)
         if "mlflow.parentRunId" in tags or tags.get("dag_run_id") not in seen["runs"]:
             continue
         metric_count = len(run["data"].get("metrics", []))
@@ -237,7 +246,14 @@ def test_mlflow_has_the_training_runs_and_a_production_alias(stack: Stack) -> No
     version_tags = {tag["key"]: tag["value"] for tag in version.get("tags", [])}
     assert version_tags.get("holdout_model_uri", "").startswith("models:/"), version_tags
     run_ids = {run["info"]["run_id"] for run in parents.values()}
-    assert version["run_id"] in run_ids | {r["info"]["run_id"] for r in found}
+    # The served version comes from a finished parent training run of one of the DAG's runs (read
+    # again: a scheduled run may have registered a newer version since the runs were listed).
+    source = {run["info"]["run_id"]: run for run in training_runs(stack)}.get(version["run_id"])
+    assert source is not None, f"version {version['version']} names run {version['run_id']}, not in the experiment"
+    source_tags = run_tags(source)
+    assert source["info"]["status"] == "FINISHED", source["info"]
+    assert "mlflow.parentRunId" not in source_tags, "the served version was registered from a candidate run"
+    assert source_tags.get("dag_run_id") in {run["dag_run_id"] for run in dag_runs(stack)}, source_tags
     seen["mlflow_runs"] = run_ids
     seen["version"] = version["version"]
 

@@ -9,6 +9,7 @@ database once per session.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -27,6 +29,18 @@ from covertype.schema import RAW_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
+AIRFLOW_HEALTHCHECK = REPO_ROOT / "airflow" / "healthcheck.py"
+
+
+def load_airflow_healthcheck() -> ModuleType:
+    """The compose healthcheck script of the Airflow services (a file, not a package module)."""
+    spec = importlib.util.spec_from_file_location("airflow_healthcheck", AIRFLOW_HEALTHCHECK)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="covertype-airflow-"))
 AIRFLOW_ENV = {

@@ -22,7 +22,7 @@ from covertype import pipeline, store, training
 from covertype.settings import Settings
 from data_api.app import create_app
 from tests.data_api.replica import make_settings, serve_in_thread
-from tests.pipeline.conftest import DAGS_FOLDER
+from tests.pipeline.conftest import DAGS_FOLDER, load_airflow_healthcheck
 from ui.clients.airflow import AirflowClient
 
 pytestmark = pytest.mark.slow
@@ -190,6 +190,14 @@ def test_ten_runs_collect_ten_batches_then_skip(
     assert [run.task_results["register_and_promote"]["version"] for run in recent.runs] == [
         str(number) for number in range(10, 0, -1)
     ]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_api_server_healthcheck_passes_on_airflows_own_health_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with airflow_api(tmp_path, monkeypatch) as (base_url, _):
+        load_airflow_healthcheck().api_server_ok(f"{base_url}/api/v2/monitor/health")
 
 
 def test_group_outside_the_param_range_is_refused_before_any_task(pipeline_env: Settings) -> None:
