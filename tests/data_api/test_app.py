@@ -161,6 +161,15 @@ def test_status_shows_the_dataset_and_each_groups_batch(build_app: AppFactory, c
     assert groups[7]["requests_served"] == 2
     assert not groups[7]["complete"]
 
+    # Group 7 through its tenth batch: complete once that batch's window has passed, not before.
+    for _ in range(8):
+        clock.advance(301)
+        get_data(client, 7)
+    tenth = {group["group_number"]: group for group in client.get("/").json()["groups"]}[7]
+    assert (tenth["batch_number"], tenth["complete"]) == (10, False)
+    clock.advance(301)
+    assert {group["group_number"]: group for group in client.get("/").json()["groups"]}[7]["complete"] is True
+
 
 def test_openapi_documents_the_three_routes(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]

@@ -131,18 +131,26 @@ def test_swap_under_a_stream_of_requests_fails_none_and_serves_both_versions(
     with TestClient(create_app(store.settings(model_poll_interval_s=3600))) as client:
 
         def stream(offset: int) -> None:
-            for count in range(5000):  # bounded; stopped by the event long before
-                if stop.is_set():
-                    return
-                body = records[(offset + count) % len(records)]
-                if count % 3 == 0:
-                    body = {"instances": records}
-                response = client.post("/predict", json=body)
+            # A server error re-raised by TestClient would only end this thread (pytest merely warns):
+            # every exception is recorded as a failure, and a thread that ends early is one too.
+            try:
+                for count in range(5000):  # bounded; stopped by the event long before
+                    if stop.is_set():
+                        return
+                    body = records[(offset + count) % len(records)]
+                    if count % 3 == 0:
+                        body = {"instances": records}
+                    response = client.post("/predict", json=body)
+                    with lock:
+                        if response.status_code == 200:
+                            versions[response.json()["model_version"]] += 1
+                        else:
+                            failures.append(f"{response.status_code}: {response.text}")
                 with lock:
-                    if response.status_code == 200:
-                        versions[response.json()["model_version"]] += 1
-                    else:
-                        failures.append(f"{response.status_code}: {response.text}")
+                    failures.append(f"stream {offset} ran out of requests before the test ended")
+            except BaseException as error:  # recorded, and asserted on below
+                with lock:
+                    failures.append(f"stream {offset}: {type(error).__name__}: {error}")
 
         threads = [threading.Thread(target=stream, args=(offset,)) for offset in range(4)]
         for thread in threads:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.error import HTTPError
+
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -27,7 +29,12 @@ def test_a_healthy_database_passes_even_before_the_scheduler_runs() -> None:
         load_airflow_healthcheck().api_server_ok(f"{base_url}/api/v2/monitor/health")
 
 
-@pytest.mark.parametrize(("status_code", "metadatabase"), [(200, "unhealthy"), (503, "healthy")])
-def test_an_unreachable_database_or_an_error_fails(status_code: int, metadatabase: str) -> None:
-    with serve_in_thread(_health_app(status_code, metadatabase)) as base_url, pytest.raises(Exception):  # noqa: B017, PT011
+@pytest.mark.parametrize(
+    ("status_code", "metadatabase", "error", "message"),
+    [(200, "unhealthy", RuntimeError, "metadatabase is 'unhealthy'"), (503, "healthy", HTTPError, "503")],
+)
+def test_an_unreachable_database_or_an_error_fails(
+    status_code: int, metadatabase: str, error: type[Exception], message: str
+) -> None:
+    with serve_in_thread(_health_app(status_code, metadatabase)) as base_url, pytest.raises(error, match=message):
         load_airflow_healthcheck().api_server_ok(f"{base_url}/api/v2/monitor/health")

@@ -40,6 +40,26 @@ def test_retried_append_with_same_run_id_writes_nothing(engine, shared_rows) -> 
     assert store.table_counts(engine) == counts
 
 
+def test_an_attempt_that_loses_the_race_to_a_concurrent_one_reports_its_fetch(
+    engine, shared_rows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts of one DAG run both find nothing stored, then both write: the unique run id stops the second."""
+    first = _append(engine, "run-1", shared_rows[:40])
+    counts = store.table_counts(engine)
+    real_find_fetch = store.find_fetch
+    calls: list[str] = []
+
+    def not_yet_committed_once(engine_: store.Engine, dag_run_id: str) -> store.FetchSummary | None:
+        calls.append(dag_run_id)
+        return None if len(calls) == 1 else real_find_fetch(engine_, dag_run_id)
+
+    monkeypatch.setattr(store, "find_fetch", not_yet_committed_once)
+    again = _append(engine, "run-1", shared_rows[100:140])
+    assert calls == ["run-1", "run-1"]  # the early check, then the look-up after the refused insert
+    assert (again.already_stored, again.fetch_id) == (True, first.fetch_id)
+    assert store.table_counts(engine) == counts
+
+
 def test_run_ids_that_differ_only_in_case_are_two_runs(engine, shared_rows) -> None:
     _append(engine, "run-1", shared_rows[:10])
     assert _append(engine, "Run-1", shared_rows[10:20]).already_stored is False

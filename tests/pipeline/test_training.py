@@ -9,8 +9,9 @@ from scipy import sparse
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.exceptions import NotFittedError
 
-from covertype import training
+from covertype import store, training
 from covertype.estimators import AllCoverTypes, forest_proba
+from covertype.parsing import parse_payload_rows
 from covertype.schema import COVER_TYPE_LABELS, FEATURE_COLUMNS, LABEL_COLUMN
 
 FAST = training.TrainingConfig.fast()
@@ -24,6 +25,35 @@ def test_evaluation_membership_depends_only_on_the_hash(shared_observations: pd.
     # Rows already there keep their side; the evaluation set only gains rows as data grows.
     assert small_eval == grown_eval & set(small["row_hash"])
     assert len(grown_eval) / len(grown) == pytest.approx(FAST.eval_fraction, abs=0.015)
+
+
+@pytest.mark.parametrize(
+    ("raw_row", "expected_hash", "in_evaluation", "fold"),
+    [
+        (
+            ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"],
+            "9a874a7a8aa78df47a79b6d92d77270672c1770a68f0de8bfb6954f7d25de173",
+            False,
+            0,
+        ),
+        (
+            ["2590", "56", "2", "212", "-6", "390", "220", "235", "151", "6225", "Rawah", "C7745", "5"],
+            "0a3aa83520915018dc9b44dc64b8e88b7ca6a38296337a7b9115fca075557a72",
+            True,
+            1,
+        ),
+    ],
+)
+def test_the_row_hash_and_the_split_it_decides_are_pinned(
+    raw_row: list[str], expected_hash: str, in_evaluation: bool, fold: int
+) -> None:
+    """A changed hash would move every row to another side of the split: champion and challenger would then
+    be compared on rows the older models were trained on. Changing it must be a visible decision."""
+    [record] = parse_payload_rows([raw_row]).rows
+    row_hash = store.row_hash(record)
+    assert row_hash == expected_hash
+    assert training.is_evaluation(row_hash, 0.15) is in_evaluation
+    assert training.search_fold(row_hash, 3) == fold
 
 
 def test_split_parts_are_disjoint_and_cover_everything(shared_observations: pd.DataFrame) -> None:
