@@ -19,7 +19,8 @@ AIRFLOW_LOCAL := AIRFLOW_HOME=$(abspath .local/airflow) AIRFLOW__CORE__DAGS_FOLD
 # A venv that failed half-way (Debian without python3.11-venv leaves bin/python but no pip) is
 # removed, so the next run starts over instead of taking it as done.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "$(PYTHON) -m venv failed: on Debian, apt-get install python3.11-venv" >&2; exit 1; }
+	@echo "$(PYTHON) -m venv $(VENV)"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "$(PYTHON) -m venv failed: on Debian, apt-get install python3.11-venv" >&2; exit 1; }
 
 $(INSTALLED): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
