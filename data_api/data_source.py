@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covertype.parsing import LabelScheme, RejectReason, RowError, parse_row
+from covertype.parsing import LabelScheme, RejectReason, RowError, label_scheme_of_counts, parse_row
 from covertype.schema import (
     LABEL_COLUMN,
     NUMERIC_COLUMN_NAMES,
@@ -113,11 +113,9 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _label_scheme(labels: pd.Series) -> LabelScheme:
-    """The file's label numbering, decided once for the whole file as ``covertype.parsing`` does."""
-    seen = set(labels.dropna().astype("int64").tolist())
-    if 0 in seen and 7 not in seen:
-        return LabelScheme.ZERO_BASED
-    return LabelScheme.ONE_BASED
+    """The file's label numbering, decided once for the whole file by ``covertype.parsing``'s rule."""
+    seen = labels.dropna()
+    return label_scheme_of_counts(int((seen == 0).sum()), int((seen == 7).sum()), len(seen))
 
 
 def _typed(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, LabelScheme]:

@@ -149,11 +149,20 @@ def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: La
     labels = [
         label for raw_row in raw_rows if len(raw_row) == len(RAW_COLUMNS) and (label := _raw_label(raw_row)) is not None
     ]
-    zeros, sevens = labels.count(0), labels.count(7)
+    return label_scheme_of_counts(labels.count(0), labels.count(7), len(labels), collection_scheme)
+
+
+def label_scheme_of_counts(
+    zeros: int, sevens: int, labelled: int, collection_scheme: LabelScheme | None = None
+) -> LabelScheme:
+    """The rule of ``detect_label_scheme`` on label counts: how many 0s, how many 7s, out of how many labels.
+
+    The data API replica decides its whole dataset file with it, from a pandas column.
+    """
     if collection_scheme is None:
         return LabelScheme.ZERO_BASED if zeros and not sevens else LabelScheme.ONE_BASED
     impossible, telling = (zeros, sevens) if collection_scheme is LabelScheme.ONE_BASED else (sevens, zeros)
-    if impossible >= max(1.0, OVERRIDE_SHARE * len(labels)) and not telling:
+    if impossible >= max(1.0, OVERRIDE_SHARE * labelled) and not telling:
         return LabelScheme.ZERO_BASED if collection_scheme is LabelScheme.ONE_BASED else LabelScheme.ONE_BASED
     return collection_scheme
 
