@@ -197,11 +197,11 @@ def describe_error(error: dict[str, Any], max_instances: int | None = None) -> E
         detail = (error.get("ctx") or {}).get("error", "")
         return ErrorItem(index=None, field=None, reason=f"the body is not valid JSON: {detail}")
     if not location:
-        return ErrorItem(index=None, field=None, reason=_body_reason(error))
+        return ErrorItem(index=None, field=None, reason=_body_reason(error, str(error.get("msg", kind))))
     if location[0] == RECORD_TAG:
         rest = location[1:]
         if not rest:
-            return ErrorItem(index=0, field=None, reason=_body_reason(error))
+            return ErrorItem(index=0, field=None, reason=_body_reason(error, f"the body must be {BODY_SHAPES}"))
         return ErrorItem(index=0, field=str(rest[0]), reason=_field_reason(str(rest[0]), error))
     if location[0] == INSTANCES_TAG:
         rest = location[1:]
@@ -221,15 +221,13 @@ def describe_error(error: dict[str, Any], max_instances: int | None = None) -> E
     return ErrorItem(index=None, field=field, reason=str(error.get("msg", kind)))
 
 
-def _body_reason(error: dict[str, Any]) -> str:
-    """Why the body as a whole is not a record or a batch."""
+def _body_reason(error: dict[str, Any], otherwise: str) -> str:
+    """Why the body as a whole is not a record or a batch; ``otherwise`` when neither case below applies."""
     if error.get("type") == "missing":  # no body, or JSON null
         return f"the body is empty: send {BODY_SHAPES}"
     if isinstance(error.get("input"), str | bytes):  # e.g. curl -d without a JSON content type
         return "the body arrived as text, not JSON: send it with Content-Type: application/json"
-    if error.get("loc", ())[-1:] == (RECORD_TAG,):
-        return f"the body must be {BODY_SHAPES}"
-    return str(error.get("msg", error.get("type", "")))
+    return otherwise
 
 
 def _instances_reason(error: dict[str, Any], max_instances: int | None) -> str:
