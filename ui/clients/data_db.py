@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from covertype import store
-from ui.clients.errors import ServiceError
+from ui.clients.errors import ServiceError, error_summary
 
 SERVICE = "Data DB"
 CONNECT_TIMEOUT_S = 10
@@ -58,7 +58,7 @@ class DataDbClient:
             # A malformed URL, or a driver that is not installed (``mysql://`` means MySQLdb).
             raise ServiceError(
                 SERVICE,
-                f"cannot use DATA_DB_URL: {type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                f"cannot use DATA_DB_URL: {type(error).__name__}: {error_summary(error, 200)}",
                 "DATA_DB_URL: an SQLAlchemy URL such as mysql+pymysql://user:password@host:3306/db",
             ) from error
 
@@ -79,7 +79,7 @@ class DataDbClient:
                 repeat_counts=store.repeat_counts(self._engine),
             )
         except SQLAlchemyError as error:
-            cause = str(getattr(error, "orig", None) or error).splitlines()[0][:300]
+            cause = error_summary(getattr(error, "orig", None) or error)
             raise ServiceError(
                 SERVICE,
                 f"cannot read {self.display_url}: {cause}",

@@ -60,6 +60,12 @@ def response_detail(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def error_summary(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, cut to ``limit``; its type's name when it has none."""
+    lines = str(error).splitlines()
+    return lines[0][:limit] if lines else type(error).__name__
+
+
 def json_body(response: httpx.Response, service: str, hint: str) -> Any:
     """The response's JSON; a body that is not JSON (e.g. the URL points at a web page) is ``UnexpectedResponse``."""
     try:

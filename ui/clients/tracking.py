@@ -30,7 +30,7 @@ _limit_http_retries()
 from mlflow.exceptions import MlflowException  # noqa: E402  (after the retry settings, on purpose)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from ui.clients.errors import ServiceError, ServiceUnreachable  # noqa: E402
+from ui.clients.errors import ServiceError, ServiceUnreachable, error_summary  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,12 @@ class TrackingClient:
         except Exception as error:  # MLflow raises several types for a URI it cannot use; each is reported
             raise ServiceError(
                 SERVICE,
-                f"cannot use the tracking URI {tracking_uri!r}: {type(error).__name__}: "
-                f"{str(error).splitlines()[0][:200] if str(error) else ''}",
+                f"cannot use the tracking URI {tracking_uri!r}: {type(error).__name__}: {error_summary(error, 200)}",
                 "MLFLOW_TRACKING_URI: the server's URL, e.g. http://mlflow:5000",
             ) from error
 
     def _fail(self, action: str, error: Exception) -> ServiceError:
-        message = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+        message = error_summary(error)
         status = re.search(r"error code (\d{3})", message)
         if status is not None:
             return ServiceError(
