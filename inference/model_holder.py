@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from inference.model_call import check_predicts
 from inference.serving import prepare_for_serving
 
 logger = logging.getLogger(__name__)
@@ -300,12 +301,9 @@ class ModelHolder:
         classes = tuple(int(label) for label in getattr(model, "classes_", ()))
         if not hasattr(model, "predict_proba") or not classes:
             raise TypeError(f"version {version} is a {type(model).__name__} without predict_proba/classes_")
-        metrics: dict[str, float] = {}
-        tags: dict[str, str] = {}
-        if run_id:
-            run = self._client.get_run(run_id)
-            metrics = dict(run.data.metrics)
-            tags = {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")}
+        # Before the swap, through the requests' own code path: a version that cannot predict is a failed load.
+        check_predicts(model, classes)
+        metrics, tags = self._run_metrics_and_tags(version, run_id)
         return LoadedModel(
             name=self.model_name,
             alias=self.model_alias,
@@ -319,6 +317,29 @@ class ModelHolder:
             metrics=metrics,
             run_tags=tags,
         )
+
+    def _run_metrics_and_tags(self, version: str, run_id: str | None) -> tuple[dict[str, float], dict[str, str]]:
+        """The run's metrics and its own (non-``mlflow.``) tags, or none when the run cannot be read.
+
+        They are only reported by ``/model``: a run garbage-collected after its
+        model was registered, or a transient error, must not keep a model that
+        loaded and predicts out of service.
+        """
+        if not run_id:
+            return {}, {}
+        try:
+            run = self._client.get_run(run_id)
+        except Exception as error:
+            logger.warning(
+                "run %s of version %s could not be read (%s: %s); serving the version without run metrics and tags",
+                run_id,
+                version,
+                type(error).__name__,
+                error,
+            )
+            return {}, {}
+        tags = {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")}
+        return dict(run.data.metrics), tags
 
     def start_watcher(self) -> None:
         """Check the alias every ``poll_interval_s`` seconds in a daemon thread."""

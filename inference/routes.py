@@ -14,11 +14,12 @@ from pydantic_core import to_json
 
 from inference.deps import HolderDep, MetricsDep, PredictorDep
 from inference.model_holder import LoadedModel, ModelHolder
-from inference.predictor import ModelUnavailableError, Prediction
+from inference.predictor import ModelUnavailableError, Prediction, PredictionError
 from inference.schemas import (
     PREDICT_EXAMPLES,
     HealthResponse,
     ModelInfo,
+    PredictionFailedResponse,
     PredictResponse,
     ReloadResponse,
     UnavailableResponse,
@@ -92,6 +93,7 @@ def build_router(max_instances: int) -> APIRouter:
         responses={
             422: {"model": ValidationErrorResponse, "description": "Invalid records: index, field and reason"},
             **UNAVAILABLE,
+            500: {"model": PredictionFailedResponse, "description": "The model failed (the message names its version)"},
         },
         summary="Predict the cover type of one record or of {'instances': [...]}",
         tags=["prediction"],
@@ -109,6 +111,8 @@ def build_router(max_instances: int) -> APIRouter:
             prediction = await predictor.predict(records)
         except ModelUnavailableError as error:
             return unavailable(holder, str(error))
+        except PredictionError as error:  # logged with its traceback by the predictor
+            return JSONResponse(status_code=500, content={"detail": str(error)})
         metrics.records.inc(len(records))
         metrics.batch_records.observe(len(records))
         return Response(content=render_predictions(prediction), media_type="application/json")

@@ -119,6 +119,12 @@ class UnavailableResponse(BaseModel):
     registry_state: str
 
 
+class PredictionFailedResponse(BaseModel):
+    """HTTP 500: the model failed on valid records; ``detail`` names its version and the error."""
+
+    detail: str
+
+
 class HealthResponse(BaseModel):
     """Liveness, with the state of the model and of the registry."""
 

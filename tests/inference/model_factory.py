@@ -10,6 +10,7 @@ alias moved by ``set_registered_model_alias``. Small forests keep the tests fast
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -82,11 +83,13 @@ def register_pipeline(
     model_name: str = "covertype",
     alias: str | None = "production",
     metrics: dict[str, float] | None = None,
+    columns: Sequence[str] = FEATURE_COLUMNS,
 ) -> RegisteredVersion:
     """Log ``pipeline`` in a run of experiment ``covertype``, register it and (optionally) point ``alias`` at it.
 
     Artifacts go under ``artifact_root`` (a tmp dir), never into the working directory; ``None`` leaves
-    the location to a tracking server (which then serves the artifacts itself).
+    the location to a tracking server (which then serves the artifacts itself). ``columns`` are the
+    model's input columns in ``sample`` (another list only for a model that breaks the contract).
     """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -95,7 +98,7 @@ def register_pipeline(
         location = artifact_root.resolve().as_uri() if artifact_root is not None else None
         client.create_experiment("covertype", artifact_location=location)
     mlflow.set_experiment("covertype")
-    features = sample[list(FEATURE_COLUMNS)].head(5)
+    features = sample[list(columns)].head(5)
     with mlflow.start_run() as run:
         mlflow.log_metrics(metrics or {"macro_f1": 0.5, "accuracy": 0.5})
         info = mlflow.sklearn.log_model(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 import weakref
@@ -11,8 +12,12 @@ from collections.abc import Callable
 
 import mlflow
 import pandas as pd
+import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
+from mlflow import cli as mlflow_cli
+from mlflow.exceptions import MlflowException
 from sklearn.pipeline import Pipeline
 
 from covertype.schema import COVER_TYPE_NAMES
@@ -277,3 +282,31 @@ def test_a_model_registered_again_under_the_same_version_number_is_loaded(
         assert (again.version, again.run_id != first.run_id) == (first.version, True)
         assert client.post("/model/reload").json()["swapped"] is True
         assert client.get("/model").json()["run_id"] == again.run_id
+
+
+def test_a_version_whose_run_was_garbage_collected_is_served_without_run_metrics(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    # Deleted, then purged by `mlflow gc`: the registered model (its artifacts live apart from the run's) remains.
+    tracking = MlflowClient(tracking_uri=store.tracking_uri)
+    tracking.delete_run(version.run_id)
+    purge = ["--backend-store-uri", store.tracking_uri, "--tracking-uri", store.tracking_uri]
+    result = CliRunner().invoke(mlflow_cli.gc, [*purge, "--run-ids", version.run_id])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(MlflowException, match="not found"):
+        tracking.get_run(version.run_id)
+
+    with (
+        caplog.at_level(logging.WARNING, logger="inference.model_holder"),
+        TestClient(create_app(store.settings())) as client,
+    ):
+        info = client.get("/model")
+        assert info.status_code == 200, info.text
+        assert (info.json()["version"], info.json()["run_id"]) == (version.version, version.run_id)
+        assert (info.json()["metrics"], info.json()["tags"]) == ({}, {})
+        assert client.get("/health").json()["registry_state"] == "ok"
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == version.version
+
+    [warning] = [record.getMessage() for record in caplog.records if record.name == "inference.model_holder"]
+    assert f"run {version.run_id} of version {version.version} could not be read (MlflowException: " in warning

@@ -7,7 +7,7 @@ import pandas as pd
 
 from covertype import training
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, Observation
-from inference.predictor import records_frame
+from inference.model_call import records_frame
 
 
 def test_records_frame_predicts_like_the_training_data_frame(shared_frame: pd.DataFrame) -> None:
