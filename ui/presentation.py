@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +25,32 @@ def cover_type_name(key: str) -> str:
     if key.isdigit() and int(key) in COVER_TYPE_NAMES:
         return COVER_TYPE_NAMES[int(key)]
     return key
+
+
+def recall_by_cover_type(metrics: Mapping[str, float | None]) -> dict[int, float]:
+    """The per-class recalls a run logged (``recall_<k>``), by cover type in class order.
+
+    Training logs ``recall_k`` only for the cover types its evaluation set
+    holds, so any of them may be missing; a missing (or NaN) one is left out,
+    never shown as 0, which would read as "every such row was wrong".
+    """
+    recalls: dict[int, float] = {}
+    for name, value in metrics.items():
+        label = name.removeprefix("recall_")
+        if name.startswith("recall_") and label.isdigit() and value is not None and math.isfinite(value):
+            recalls[int(label)] = float(value)
+    return dict(sorted(recalls.items()))
+
+
+def recall_caption(metrics: Mapping[str, float | None]) -> str | None:
+    """One line with each logged class recall by name, and which cover types have none; None without any."""
+    recalls = recall_by_cover_type(metrics)
+    if not recalls:
+        return None
+    shown = ", ".join(f"{cover_type_name(str(label))} {value:.3f}" for label, value in recalls.items())
+    missing = [name for label, name in COVER_TYPE_NAMES.items() if label not in recalls]
+    note = f" (none logged for {', '.join(missing)}: not in the evaluation set)" if missing else ""
+    return f"Recall per cover type: {shown}{note}"
 
 
 def probability_frame(probabilities: dict[str, float]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from covertype.settings import Settings
 from ui.clients.airflow import AirflowClient, DagStatus, RecentRuns
 from ui.clients.data_api import DataApiStatusClient
 from ui.clients.data_db import DataDbClient, DataOverview
-from ui.clients.errors import ServiceError
+from ui.clients.errors import NotReadyYet, ServiceError
 from ui.clients.inference import InferenceClient, ModelInfo
 from ui.clients.tracking import ExperimentOverview, TrackingClient
 
@@ -132,5 +132,13 @@ def data_api_status(base_url: str) -> Any:
 
 
 def show_error(error: ServiceError) -> None:
-    """The one way a page reports a failed call: the service, the problem and what to check."""
-    st.error(f"**{error.service}**: {error.problem}.\n\nCheck {error.hint}.", icon=":material/error:")
+    """The one way a page reports a failed call: the service, the problem and what to check.
+
+    ``NotReadyYet`` (no model yet, DAG not parsed yet) is a warning: it is the
+    normal state right after start-up and passes by itself.
+    """
+    message = f"**{error.service}**: {error.problem}.\n\nCheck {error.hint}."
+    if isinstance(error, NotReadyYet):
+        st.warning(message, icon=":material/hourglass_empty:")
+    else:
+        st.error(message, icon=":material/error:")

@@ -7,8 +7,10 @@ shapes as Airflow 3.3 (checked against ``airflow.api_fastapi``): JWT login at
 ``POST /auth/token`` (201), ``GET``/``PATCH /api/v2/dags/{id}``,
 ``GET``/``POST /api/v2/dags/{id}/dagRuns`` (``logical_date`` required in the
 body, else 422), task instances (of one run, or of every run with ``~`` and the
-``task_id`` / ``state`` / ``run_after_gte`` / ``run_after_lte`` filters) and XCom ``return_value``
-entries. Like Airflow, a list answers at most ``MAXIMUM_PAGE_LIMIT`` items whatever ``limit`` asks.
+``task_id`` / ``state`` / ``run_after_gte`` / ``run_after_lte`` filters), XCom ``return_value``
+entries and ``GET /api/v2/importErrors``. Until ``dag_known`` is set, the DAG's routes answer 404 as
+Airflow does before its dag-processor has parsed the DAG file.
+Like Airflow, a list answers at most ``MAXIMUM_PAGE_LIMIT`` items whatever ``limit`` asks.
 The real API is exercised by ``tests/pipeline/test_dag.py`` and the compose end-to-end test.
 """
 
@@ -49,6 +51,9 @@ class AirflowStubState:
     # Airflow returns an XCom value as stored: a JSON object, or (older serialisation) a JSON string of one.
     xcom_as_json_text: bool = False
     runs: list[StubRun] = field(default_factory=list)
+    # False: the dag-processor has not parsed the DAG file yet (or could not import it), so Airflow answers 404.
+    dag_known: bool = True
+    import_errors: list[dict[str, Any]] = field(default_factory=list)  # items of GET /api/v2/importErrors
     list_runs_calls: int = 0  # how many pages of runs the UI asked for
     tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -122,35 +127,60 @@ def sample_runs(count: int = 4, start: datetime | None = None, collection_comple
     return runs
 
 
+def import_error(filename: str, stack_trace: str, error_id: int = 1) -> dict[str, Any]:
+    """One item of ``GET /api/v2/importErrors`` (Airflow's ``ImportErrorResponse``)."""
+    return {
+        "import_error_id": error_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "filename": filename,
+        "bundle_name": "dags-folder",
+        "stack_trace": stack_trace,
+    }
+
+
+def run_body(run: StubRun) -> dict[str, Any]:
+    """A run as Airflow's ``DAGRunResponse`` (the fields the UI reads)."""
+    return {
+        "dag_run_id": run.run_id,
+        "dag_id": DAG_ID,
+        "state": run.state,
+        "run_type": run.run_type,
+        "run_after": run.run_after.isoformat(),
+        "logical_date": None,
+        "start_date": run.run_after.isoformat(),
+        "end_date": (run.run_after + timedelta(seconds=40)).isoformat() if run.state == "success" else None,
+    }
+
+
+def require_token(state: AirflowStubState, authorization: str | None) -> None:
+    """401 unless the bearer token is one the stub issued."""
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    if token not in state.tokens:
+        raise HTTPException(401, "Not authenticated")
+
+
+def require_dag(state: AirflowStubState, dag_id: str) -> None:
+    """404 with Airflow's message for a DAG it does not know (another id, or not parsed yet)."""
+    if dag_id != DAG_ID or not state.dag_known:
+        raise HTTPException(404, f"The Dag with ID: `{dag_id}` was not found")
+
+
+def dag_body(state: AirflowStubState) -> dict[str, Any]:
+    """The DAG as Airflow's ``DAGResponse`` (the fields the UI reads)."""
+    return {"dag_id": DAG_ID, "is_paused": state.is_paused, "next_dagrun_run_after": state.next_run_after}
+
+
+def find_run(state: AirflowStubState, run_id: str) -> StubRun:
+    """The run ``run_id``, or Airflow's 404."""
+    for run in state.runs:
+        if run.run_id == run_id:
+            return run
+    raise HTTPException(404, f"The DagRun with dag_id: `{DAG_ID}` and run_id: `{run_id}` was not found")
+
+
 def create_stub(state: AirflowStubState) -> FastAPI:
     """The stub app serving ``state``."""
     app = FastAPI(title="Airflow REST API v2 stub")
-
-    def require_token(authorization: str | None) -> None:
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if token not in state.tokens:
-            raise HTTPException(401, "Not authenticated")
-
-    def dag_body() -> dict[str, Any]:
-        return {"dag_id": DAG_ID, "is_paused": state.is_paused, "next_dagrun_run_after": state.next_run_after}
-
-    def run_body(run: StubRun) -> dict[str, Any]:
-        return {
-            "dag_run_id": run.run_id,
-            "dag_id": DAG_ID,
-            "state": run.state,
-            "run_type": run.run_type,
-            "run_after": run.run_after.isoformat(),
-            "logical_date": None,
-            "start_date": run.run_after.isoformat(),
-            "end_date": (run.run_after + timedelta(seconds=40)).isoformat() if run.state == "success" else None,
-        }
-
-    def find_run(run_id: str) -> StubRun:
-        for run in state.runs:
-            if run.run_id == run_id:
-                return run
-        raise HTTPException(404, f"The DagRun with dag_id: `{DAG_ID}` and run_id: `{run_id}` was not found")
 
     @app.post("/auth/token", status_code=201)
     def token(body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
@@ -162,20 +192,20 @@ def create_stub(state: AirflowStubState) -> FastAPI:
 
     @app.get("/api/v2/dags/{dag_id}")
     def get_dag(dag_id: str, authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
-        require_token(authorization)
-        if dag_id != DAG_ID:
-            raise HTTPException(404, f"Dag with id {dag_id} was not found")
-        return dag_body()
+        require_token(state, authorization)
+        require_dag(state, dag_id)
+        return dag_body(state)
 
     @app.patch("/api/v2/dags/{dag_id}")
     def patch_dag(
         dag_id: str, body: Annotated[dict[str, Any], Body()], authorization: Annotated[str | None, Header()] = None
     ) -> Any:
-        require_token(authorization)
+        require_token(state, authorization)
+        require_dag(state, dag_id)
         if "is_paused" not in body:
             return JSONResponse({"detail": "is_paused is required"}, status_code=422)
         state.is_paused = bool(body["is_paused"])
-        return dag_body()
+        return dag_body(state)
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns")
     def list_runs(
@@ -185,7 +215,8 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         order_by: Annotated[str, Query()] = "id",
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        require_token(authorization)
+        require_token(state, authorization)
+        require_dag(state, dag_id)
         state.list_runs_calls += 1
         runs = sorted(state.runs, key=lambda run: run.run_after, reverse=order_by.startswith("-"))
         page = runs[offset : offset + min(limit, MAXIMUM_PAGE_LIMIT)]
@@ -195,7 +226,8 @@ def create_stub(state: AirflowStubState) -> FastAPI:
     def trigger(
         dag_id: str, body: Annotated[dict[str, Any], Body()], authorization: Annotated[str | None, Header()] = None
     ) -> Any:
-        require_token(authorization)
+        require_token(state, authorization)
+        require_dag(state, dag_id)
         if "logical_date" not in body:
             return JSONResponse(
                 {"detail": [{"type": "missing", "loc": ["body", "logical_date"], "msg": "Field required"}]},
@@ -220,8 +252,12 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         """One run's task instances, or with ``~`` every run's, filtered like Airflow's (newest run first)."""
-        require_token(authorization)
-        runs = sorted(state.runs, key=lambda run: run.run_after, reverse=True) if run_id == "~" else [find_run(run_id)]
+        require_token(state, authorization)
+        runs = (
+            sorted(state.runs, key=lambda run: run.run_after, reverse=True)
+            if run_id == "~"
+            else [find_run(state, run_id)]
+        )
         items = [
             {"task_id": task, "dag_run_id": run.run_id, "state": task_state_of_run}
             for run in runs
@@ -236,13 +272,21 @@ def create_stub(state: AirflowStubState) -> FastAPI:
     def xcom(
         dag_id: str, run_id: str, task_id: str, key: str, authorization: Annotated[str | None, Header()] = None
     ) -> Any:
-        require_token(authorization)
-        run = find_run(run_id)
+        require_token(state, authorization)
+        run = find_run(state, run_id)
         if key != "return_value" or task_id not in run.task_results:
             raise HTTPException(404, f"XCom entry with key: `{key}` not found")
         value = run.task_results[task_id]
         if state.xcom_as_json_text:
             value = json.dumps(value)
         return {"key": key, "task_id": task_id, "dag_id": DAG_ID, "run_id": run_id, "value": value}
+
+    @app.get("/api/v2/importErrors")
+    def import_errors(
+        limit: Annotated[int, Query()] = 50, authorization: Annotated[str | None, Header()] = None
+    ) -> dict[str, Any]:
+        require_token(state, authorization)
+        items = state.import_errors[: min(limit, MAXIMUM_PAGE_LIMIT)]
+        return {"import_errors": items, "total_entries": len(state.import_errors)}
 
     return app

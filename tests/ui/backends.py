@@ -89,11 +89,37 @@ class MlflowFixture:
     metrics: list[dict[str, float]]
 
 
-def training_metrics(macro_f1: float, rows: int, batches: int) -> dict[str, float]:
-    """Metrics shaped like the pipeline's parent-run metrics."""
+def training_metrics(
+    macro_f1: float, rows: int, batches: int, recall_labels: tuple[int, ...] = tuple(range(1, 8))
+) -> dict[str, float]:
+    """Metrics shaped like the pipeline's parent-run metrics; ``recall_k`` only for the cover types
+    ``recall_labels`` names (training logs none for a cover type absent from its evaluation set)."""
     metrics = {"macro_f1": macro_f1, "accuracy": macro_f1 + 0.01, "rows_used": rows, "batches_seen": batches}
-    metrics.update({f"recall_{label}": round(macro_f1 - 0.02 + 0.01 * label, 3) for label in range(1, 8)})
+    metrics.update({f"recall_{label}": round(macro_f1 - 0.02 + 0.01 * label, 3) for label in recall_labels})
     return metrics
+
+
+def build_registry_store(folder: Path, metrics: dict[str, float]) -> tuple[str, RegisteredVersion]:
+    """A local MLflow store with one training run logging ``metrics``, registered as version 1 under
+    the production alias; returns the tracking URI and the version.
+
+    No model is logged (the Models page reads only the registry and the run), so this is fast;
+    the version's source is where the pipeline's would be.
+    """
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    artifacts = (folder / "artifacts").as_uri()
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    run = client.create_run(experiment_id, tags={"dag_run_id": "scheduled__run-1"})
+    for name, value in metrics.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(MODEL_NAME)
+    version = client.create_model_version(
+        MODEL_NAME, source=f"{artifacts}/{run.info.run_id}/artifacts/model", run_id=run.info.run_id
+    )
+    client.set_registered_model_alias(MODEL_NAME, ALIAS, version.version)
+    return tracking_uri, RegisteredVersion(version=str(version.version), run_id=run.info.run_id)
 
 
 RUN_SPACING_S = 330

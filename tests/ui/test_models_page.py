@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
 
 
@@ -28,6 +29,30 @@ def test_production_version_runs_and_links(mlflow_store, ui_env) -> None:
         for version in reversed(mlflow_store.versions)
     ]
     assert len(app.get("vega_lite_chart")) == 2  # macro-F1 and rows used over time
+
+
+def test_recall_is_shown_per_cover_type_by_name(mlflow_store, ui_env) -> None:
+    ui_env.setenv("MLFLOW_TRACKING_URI", mlflow_store.tracking_uri)
+    app = open_page("models")
+    [recalls] = [caption for caption in texts(app.caption) if caption.startswith("Recall per cover type")]
+    assert recalls.startswith("Recall per cover type: Spruce/Fir 0.770, Lodgepole Pine 0.780, ")
+    assert recalls.endswith("Krummholz 0.830")  # every cover type has one: no note about missing ones
+
+
+def test_recall_of_cover_types_absent_from_the_evaluation_set_is_left_out(ui_env, tmp_path) -> None:
+    # Training logs recall_k only for the cover types its evaluation set holds.
+    metrics = backends.training_metrics(0.8, 1000, 1, recall_labels=(1, 2, 5))
+    tracking_uri, version = backends.build_registry_store(tmp_path, metrics)
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    app = open_page("models")
+    assert not app.error, texts(app.error)
+    assert f"**version {version.version}**" in all_text(app)
+    [recalls] = [caption for caption in texts(app.caption) if caption.startswith("Recall per cover type")]
+    assert recalls == (
+        "Recall per cover type: Spruce/Fir 0.790, Lodgepole Pine 0.800, Aspen 0.830 "
+        "(none logged for Ponderosa Pine, Cottonwood/Willow, Douglas-fir, Krummholz: not in the evaluation set)"
+    )
+    assert {metric.label: metric.value for metric in app.metric}["macro_f1"] == "0.800"
 
 
 def test_empty_store_says_no_production_model_yet(ui_env, tmp_path) -> None:

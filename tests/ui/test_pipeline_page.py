@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.ui.airflow_stub import AirflowStubState, create_stub, sample_runs
+from tests.ui.airflow_stub import AirflowStubState, create_stub, import_error, sample_runs
 from tests.ui.apptest import open_page, texts
 from tests.ui.servers import serve
 from ui.clients import airflow as airflow_client
@@ -142,6 +142,43 @@ def test_a_pause_made_elsewhere_shows_on_the_next_refresh(airflow: AirflowStubSt
     app.button(key="pipeline_refresh").click().run()
     assert app.toggle(key="pipeline_paused").value is True
     assert any("paused" in message for message in texts(app.info))
+
+
+def test_a_dag_not_parsed_yet_is_a_warning_to_wait_then_the_runs_show(airflow: AirflowStubState) -> None:
+    # Right after `docker compose up`: Airflow answers 404 until its dag-processor has parsed the DAG file.
+    airflow.dag_known = False
+    app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [warning] = texts(app.warning)
+    assert "Airflow API" in warning
+    assert "not known to Airflow yet" in warning
+    assert "30-60 s" in warning
+    assert "refresh the page" in warning
+    assert "docker compose logs airflow-dag-processor" in warning
+    assert "import errors" in warning
+    assert not app.dataframe
+    airflow.dag_known = True  # parsed: the next run of the page shows the runs (a failure is not cached)
+    app.run()
+    assert not app.warning, texts(app.warning)
+    assert len(app.dataframe[0].value) == 4
+
+
+def test_a_dag_file_that_failed_to_import_is_an_error_naming_it(airflow: AirflowStubState) -> None:
+    airflow.dag_known = False
+    airflow.import_errors = [
+        import_error("other_dag.py", "Traceback (most recent call last):\nSyntaxError: invalid syntax", 1),
+        import_error(
+            "covertype_pipeline.py",
+            "Traceback (most recent call last):\n  File ...\nModuleNotFoundError: No module named 'covertype'\n",
+            2,
+        ),
+    ]
+    app = open_page("pipeline")
+    assert not app.warning, texts(app.warning)
+    [error] = texts(app.error)
+    assert "import error in covertype_pipeline.py: ModuleNotFoundError: No module named 'covertype'" in error
+    assert "docker compose logs airflow-dag-processor" in error
+    assert "not known to Airflow yet" not in error
 
 
 def test_refused_credentials_are_reported_as_auth_refused(airflow: AirflowStubState, ui_env) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from covertype.schema import (
@@ -57,16 +58,21 @@ def test_prediction_names_the_cover_type_and_the_model_version(served_model, ui_
     assert len(app.get("vega_lite_chart")) == 1  # the probabilities chart
 
 
-def test_no_model_yet_is_a_warning_naming_the_inference_service(empty_registry_inference, ui_env) -> None:
+def test_no_model_yet_is_one_warning_with_the_service_reason(empty_registry_inference, ui_env) -> None:
     ui_env.setenv("INFERENCE_URL", empty_registry_inference)
+    reason = httpx.get(f"{empty_registry_inference}/model", timeout=10).json()["detail"]
+    assert reason.startswith("no model loaded")  # the service says it itself: the UI must not say it again
     app = open_page("predict")
+    assert not app.error, texts(app.error)
     [warning] = texts(app.warning)
-    assert "Inference API" in warning
-    assert "no model loaded yet" in warning
+    assert warning.startswith(f"**Inference API**: {reason}.")
     assert "production alias" in warning
     app.button(key="FormSubmitter:predict_form-Predict the cover type").click().run()
-    assert any("no model loaded yet" in message for message in texts(app.error))
     assert not app.success
+    # Shown once after pressing Predict: the top message gives way to the answer's, not repeated as an error.
+    [message] = texts(app.warning) + texts(app.error)
+    assert message == warning
+    assert message.count("no model loaded") == 1
 
 
 @pytest.mark.usefixtures("ui_env")
@@ -79,3 +85,4 @@ def test_unreachable_inference_service_is_named_with_what_to_check() -> None:
     app.button(key="FormSubmitter:predict_form-Predict the cover type").click().run()
     assert not app.exception
     assert not app.success
+    assert texts(app.error) == [error]  # the failed prediction's message replaces the first, once on the page

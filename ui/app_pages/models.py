@@ -8,6 +8,7 @@ import streamlit as st
 from ui import services
 from ui.clients.errors import ServiceError
 from ui.clients.tracking import ExperimentOverview, ProductionModel, run_url
+from ui.presentation import recall_caption
 
 HEADLINE_METRICS = ("macro_f1", "accuracy", "rows_used", "batches_seen")
 
@@ -39,9 +40,9 @@ def _production(production: ProductionModel | None, overview: ExperimentOverview
         value = production.metrics.get(name)
         shown = "—" if value is None else (f"{value:.3f}" if name in ("macro_f1", "accuracy") else f"{value:,.0f}")
         column.metric(name, shown)
-    recalls = {name: value for name, value in sorted(production.metrics.items()) if name.startswith("recall_")}
+    recalls = recall_caption(production.metrics)
     if recalls:
-        st.caption("Recall per cover type: " + ", ".join(f"{name} {value:.3f}" for name, value in recalls.items()))
+        st.caption(recalls)
     link = run_url(_ui_url(), overview.experiment_id or "0", production.run_id or "")
     if link and production.run_id:
         st.link_button("Open the production run in MLflow", link)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from covertype.schema import (
     COVER_TYPE_NAMES,
@@ -41,16 +42,21 @@ def _init_fields() -> None:
         _load_example()
 
 
-def _serving_model(base_url: str) -> None:
+def _serving_model(base_url: str, slot: DeltaGenerator) -> bool:
+    """Say in ``slot`` which model answers; False (and the service's message there) when none can.
+
+    The message goes into a slot so that a failed prediction can take it back
+    and show the newer one next to the form instead: the same text twice on one
+    page reads as two problems.
+    """
     try:
         info = services.model_info(base_url)
-    except NoModelYet as error:
-        st.warning(f"**{error.service}**: {error.problem}.\n\nCheck {error.hint}.", icon=":material/hourglass_empty:")
-        return
     except ServiceError as error:
-        services.show_error(error)
-        return
-    st.caption(f"Serving **{info.name} version {info.version}** (alias `{info.alias}`, run `{info.run_id}`)")
+        with slot:
+            services.show_error(error)
+        return False
+    slot.caption(f"Serving **{info.name} version {info.version}** (alias `{info.alias}`, run `{info.run_id}`)")
+    return True
 
 
 def _form() -> dict[str, int | str] | None:
@@ -105,7 +111,8 @@ def _show_result(record: dict[str, int | str], result: PredictionResult) -> None
 def render() -> None:
     st.title("Predict one observation")
     base_url = services.url(services.settings().inference_url)
-    _serving_model(base_url)
+    model_slot = st.empty()
+    model_ok = _serving_model(base_url, model_slot)
     _init_fields()
     st.selectbox(
         "Prefill with a real observation whose cover type is",
@@ -123,6 +130,9 @@ def render() -> None:
                 result = services.inference_client(base_url).predict([record])
             except ServiceError as error:
                 st.session_state.pop(f"{KEY}answer", None)
+                if not model_ok or isinstance(error, NoModelYet):
+                    # This newer message replaces the one at the top (or a "Serving ..." read before the model went).
+                    model_slot.empty()
                 services.show_error(error)
             else:
                 st.session_state[f"{KEY}answer"] = (record, result)

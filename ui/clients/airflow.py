@@ -16,6 +16,7 @@ import httpx
 
 from ui.clients.errors import (
     AuthRefused,
+    NotReadyYet,
     ServiceError,
     UnexpectedResponse,
     json_body,
@@ -37,6 +38,8 @@ COLLECTION_COMPLETE_TASK = "fetch"
 # last batch one such run comes every schedule interval for as long as the DAG stays unpaused.
 SCAN_PAGE_RUNS = 100
 MAX_SCANNED_RUNS = 2_000
+# Where to look when the DAG stays unknown (the compose service that parses DAG files).
+PARSING_HINT = "the dag-processor's log (`docker compose logs airflow-dag-processor`) and Airflow's DAG import errors"
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class AirflowClient:
             raise ServiceError(
                 SERVICE,
                 f"{method} {path} answered 404: {response_detail(response)}",
-                f"that the DAG {self.dag_id!r} is deployed and parsed without import errors",
+                f"that the DAG {self.dag_id!r} and its runs still exist in Airflow (refresh the page)",
             )
         if response.status_code >= 400 and response.status_code != 404:
             raise UnexpectedResponse(
@@ -157,11 +160,58 @@ class AirflowClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return json_body(self._request(method, path, **kwargs), SERVICE, API_SERVER_HINT)
 
+    def _dag_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A call on the DAG or its run list: there a 404 means Airflow does not know the DAG (yet)."""
+        response = self._request(method, path, allow_404=True, **kwargs)
+        if response.status_code == 404:
+            raise self._dag_not_known(method, path)
+        return json_body(response, SERVICE, API_SERVER_HINT)
+
+    def _dag_not_known(self, method: str, path: str) -> ServiceError:
+        """Why Airflow answers 404 for the DAG: an import error it lists, else not parsed yet.
+
+        Right after ``docker compose up`` the dag-processor has not parsed the
+        file yet (it takes up to about a minute); that is a wait, not a fault,
+        so it is ``NotReadyYet``. An import error is a fault and says so.
+        """
+        import_error = self._import_error()
+        if import_error is not None:
+            filename, reason = import_error
+            return ServiceError(
+                SERVICE,
+                f"the DAG {self.dag_id!r} is not known to Airflow, which lists an import error in {filename}: {reason}",
+                f"{PARSING_HINT}, then fix the DAG file",
+            )
+        return NotReadyYet(
+            SERVICE,
+            f"the DAG {self.dag_id!r} is not known to Airflow yet ({method} {path} answered 404)",
+            "again in a minute (refresh the page): right after start-up the dag-processor needs up to 30-60 s to "
+            f"parse the DAG. If it persists, {PARSING_HINT}",
+        )
+
+    def _import_error(self) -> tuple[str, str] | None:
+        """The file and last line of an import error Airflow lists (``GET /api/v2/importErrors``), if any.
+
+        The one whose file is named after the DAG comes first. Only a hint for the
+        message: if the list cannot be read (no permission, older API), None.
+        """
+        try:
+            body = self._json("GET", "/api/v2/importErrors", params={"limit": SCAN_PAGE_RUNS})
+            errors = [item for item in body.get("import_errors", []) if isinstance(item, dict)]
+        except (ServiceError, AttributeError):
+            return None
+        if not errors:
+            return None
+        errors.sort(key=lambda item: self.dag_id not in str(item.get("filename", "")))
+        first = errors[0]
+        lines = [line.strip() for line in str(first.get("stack_trace") or "").splitlines() if line.strip()]
+        return str(first.get("filename") or "a DAG file"), (lines[-1] if lines else "no stack trace")[:300]
+
     # The DAG -------------------------------------------------------------------------------------
 
     def dag_status(self) -> DagStatus:
         """Whether the DAG is paused (``GET /api/v2/dags/{dag_id}``)."""
-        body = self._json("GET", f"/api/v2/dags/{self.dag_id}")
+        body = self._dag_json("GET", f"/api/v2/dags/{self.dag_id}")
         return DagStatus(
             dag_id=body.get("dag_id", self.dag_id),
             is_paused=bool(body.get("is_paused")),
@@ -170,7 +220,7 @@ class AirflowClient:
 
     def set_paused(self, paused: bool) -> DagStatus:
         """Pause or unpause the DAG; returns the state Airflow reports afterwards."""
-        body = self._json("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": paused})
+        body = self._dag_json("PATCH", f"/api/v2/dags/{self.dag_id}", json={"is_paused": paused})
         return DagStatus(
             dag_id=body.get("dag_id", self.dag_id),
             is_paused=bool(body.get("is_paused")),
@@ -179,7 +229,7 @@ class AirflowClient:
 
     def trigger_run(self) -> DagRun:
         """Queue a manual run now; ``logical_date`` must be sent (as null) or Airflow 3 answers 422."""
-        body = self._json("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None})
+        body = self._dag_json("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None})
         return _dag_run(body)
 
     def recent_runs(self, limit: int = 10, *, hide_collection_complete: bool = False) -> RecentRuns:
@@ -220,7 +270,7 @@ class AirflowClient:
 
     def _dag_runs_page(self, limit: int, *, offset: int) -> tuple[list[DagRun], int]:
         """One page of runs, newest first, and how many runs the DAG has."""
-        body = self._json(
+        body = self._dag_json(
             "GET",
             f"/api/v2/dags/{self.dag_id}/dagRuns",
             params={"limit": limit, "offset": offset, "order_by": "-run_after"},

@@ -32,7 +32,15 @@ class AuthRefused(ServiceError):
     """The service answered but refused the credentials."""
 
 
-class NoModelYet(ServiceError):
+class NotReadyYet(ServiceError):
+    """The service runs, but what the page needs is not there yet; pages show it as a warning, not an error.
+
+    Right after the stack starts this is the normal state (no model trained
+    yet, the DAG not parsed yet), so it must not read like a failure.
+    """
+
+
+class NoModelYet(NotReadyYet):
     """The inference service runs but has no production model loaded (HTTP 503)."""
 
 

@@ -73,7 +73,7 @@ class InferenceClient:
         with transport_errors(SERVICE, self.base_url, "INFERENCE_URL", self.timeout_s):
             response = self._http.request(method, path, **kwargs)
         if response.status_code == 503:
-            raise NoModelYet(SERVICE, f"no model loaded yet ({response_detail(response)})", NO_MODEL_HINT)
+            raise NoModelYet(SERVICE, _no_model_problem(method, path, response), NO_MODEL_HINT)
         if response.status_code == 422:
             body = _json_or_text(response)
             details = body.get("detail", body) if isinstance(body, dict) else body
@@ -140,6 +140,19 @@ def _refusal_summary(details: Any, shown: int = 3) -> str:
         parts.append(f"{where}: {reason}" if where else reason)
     more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
     return "; ".join(parts) + more
+
+
+def _no_model_problem(method: str, path: str, response: httpx.Response) -> str:
+    """The service's own reason for a 503, as it gives it: it already says "no model loaded ..." and why.
+
+    Wrapping it in words of our own would say "no model loaded" twice; only a
+    503 without that reason (e.g. from a proxy in front of the service) is described here.
+    """
+    body = _json_or_text(response)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str) and detail.strip():
+        return detail.strip().rstrip(".")[:300]
+    return f"{method} {path} answered 503 ({response_detail(response)}): no model is loaded"
 
 
 def _text(value: object) -> str | None:
