@@ -90,9 +90,10 @@ def collect(settings: Settings, clock: ManualClock, portions_per_batch: int) -> 
     for batch in range(1, 11):
         clock.now += 2 * WINDOW_S  # past the window: the next request starts the next batch
         for portion in range(portions_per_batch):
-            fetched = pipeline.fetch_batch(settings, settings.group_number)
+            run_id = f"bench_b{batch}_p{portion}"
+            fetched = pipeline.fetch_batch(settings, settings.group_number, run_id)
             assert fetched["batch_number"] == batch, fetched["batch_number"]
-            pipeline.store_batch(settings, f"bench_b{batch}_p{portion}", fetched)
+            pipeline.store_batch(settings, run_id, fetched)
 
 
 def unseen_rows(all_rows: pd.DataFrame, trained_hashes: set[str]) -> pd.DataFrame:

@@ -6,7 +6,8 @@ maybe promotes the served model.
 
 `fetch` → `store` → `train_and_log` → `register_and_promote`
 
-- **fetch**: exactly one `GET /data?group_number=N` to the data API. After the
+- **fetch**: exactly one `GET /data?group_number=N` to the data API (none if
+  this run's fetch is already stored: a cleared run retrains on it). After the
   last batch the API answers 400 "collection complete": the run ends
   *skipped* (its later tasks too). A bad group number fails the run without
   retries. Network errors and 5xx are retried with exponential backoff.
@@ -77,9 +78,10 @@ def covertype_pipeline() -> None:
         from covertype import pipeline
         from covertype.data_api_client import BadGroup, CollectionComplete, UnexpectedResponse
 
-        group_number = int(get_current_context()["params"]["group_number"])
+        context = get_current_context()
+        group_number = int(context["params"]["group_number"])
         try:
-            return pipeline.fetch_batch(Settings(), group_number)
+            return pipeline.fetch_batch(Settings(), group_number, context["run_id"])
         except CollectionComplete as error:
             raise AirflowSkipException(f"collection complete, nothing to do: {error}") from error
         except BadGroup as error:

@@ -103,9 +103,19 @@ class DataApiClient:
         """One ``GET /data`` request: the only call a DAG run makes."""
         response = self._get("/data", group_number)
         try:
-            return DataBatch.model_validate_json(response.content)
+            batch = DataBatch.model_validate_json(response.content)
         except ValidationError as error:
             raise UnexpectedResponse(f"data API payload does not match the contract: {error}") from error
+        # Stored as they are, either would pass for a real batch: another group's rows in this group's
+        # collection, or a batch with nothing in it that the next run would then retrain on unchanged data.
+        if batch.group_number != group_number:
+            raise UnexpectedResponse(
+                f"data API answered group {batch.group_number} (batch {batch.batch_number}) to a request for group "
+                f"{group_number}"
+            )
+        if not batch.data:
+            raise UnexpectedResponse(f"data API answered group {group_number} batch {batch.batch_number} with no rows")
+        return batch
 
     def restart(self, group_number: int) -> dict[str, Any]:
         """Reset the group so that the next request gets batch 1 again."""

@@ -31,13 +31,42 @@ def _configure_mlflow(settings: Settings) -> None:
     tracking.configure(uri, settings.mlflow_experiment_name, tracking.local_artifact_location(uri, settings.data_dir))
 
 
-def fetch_batch(settings: Settings, group_number: int) -> dict[str, Any]:
+def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[str, Any]:
     """One ``GET /data`` request; returns the payload with its group, batch number and fetch time.
+
+    A DAG run whose fetch is already stored (the whole run cleared and run
+    again) makes no request: a second one would move the data API on and its
+    payload could not be stored under the same run. Its ``store`` step then
+    reports what was stored, and the run retrains on it.
 
     Raises the client's typed errors (``CollectionComplete``, ``BadGroup``,
     ``ServiceUnavailable``, ``UnexpectedResponse``) for the DAG to map to
     skip / fail / retry.
     """
+    engine = store.make_engine(settings.resolved_data_db_url)
+    try:
+        store.init_schema(engine)
+        stored = store.find_fetch(engine, dag_run_id)
+    finally:
+        engine.dispose()
+    if stored is not None:
+        log.warning(
+            "DAG run %s already stored its fetch (group %s batch %s, %s rows; fetch id %s): no new request to the "
+            "data API",
+            dag_run_id,
+            stored.group_number,
+            stored.batch_number,
+            stored.rows_received,
+            stored.fetch_id,
+        )
+        return {
+            "group_number": stored.group_number,
+            "batch_number": stored.batch_number,
+            "fetched_at": datetime.now(UTC).isoformat(),
+            "payload_sha256": stored.payload_sha256,
+            "rows": [],
+            "already_stored": True,
+        }
     with DataApiClient(str(settings.data_api_url), timeout_s=settings.data_api_timeout_s) as client:
         batch = client.fetch_batch(group_number)
     fetched = {
@@ -58,11 +87,35 @@ def fetch_batch(settings: Settings, group_number: int) -> dict[str, Any]:
     return fetched
 
 
+def _warn_if_another_collection(previous: store.FetchSummary | None, group_number: int, batch_number: int) -> None:
+    """Say so when a payload does not continue the stored collection: training mixes them from now on."""
+    if previous is None:
+        return
+    if previous.group_number != group_number:
+        log.warning(
+            "the data DB holds group %s's collection (last fetch: batch %s) and this payload is group %s's: both are "
+            "trained on together from now on. To collect another group or data source, reset the data DB first "
+            "(docs/pipeline.md, 'Starting a new collection')",
+            previous.group_number,
+            previous.batch_number,
+            group_number,
+        )
+    elif batch_number < previous.batch_number:
+        log.warning(
+            "batch %s of group %s after batch %s: the group was restarted, and the new collection is added to the "
+            "old one (rows already stored count as repeats)",
+            batch_number,
+            group_number,
+            previous.batch_number,
+        )
+
+
 def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) -> dict[str, Any]:
     """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts."""
     engine = store.make_engine(settings.resolved_data_db_url)
     try:
         store.init_schema(engine)
+        previous = store.latest_fetch(engine)
         summary = store.append_fetch(
             engine,
             dag_run_id=dag_run_id,
@@ -75,6 +128,8 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
         batches = store.batches_seen(engine)
     finally:
         engine.dispose()
+    if not summary.already_stored:
+        _warn_if_another_collection(previous, summary.group_number, summary.batch_number)
     result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
     log.info(
         "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "
@@ -123,6 +178,14 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
     return trained.as_dict()
 
 
+def _champion_text(result: tracking.PromotionResult) -> str:
+    if result.champion_version is None:
+        return "none"
+    if result.champion_macro_f1 is None:
+        return f"version {result.champion_version} could not be loaded"
+    return f"{result.champion_macro_f1:.4f} (v{result.champion_version})"
+
+
 def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[str, Any]:
     """Register the served model and move the production alias if it beats or ties the current one.
 
@@ -150,7 +213,7 @@ def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[st
         "PROMOTED" if result.promoted else "not promoted",
         result.reason,
         result.challenger_macro_f1,
-        "none" if result.champion_macro_f1 is None else f"{result.champion_macro_f1:.4f} (v{result.champion_version})",
+        _champion_text(result),
         result.alias,
         result.production_version,
     )

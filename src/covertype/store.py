@@ -240,6 +240,13 @@ def find_fetch(engine: Engine, dag_run_id: str) -> FetchSummary | None:
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
 
 
+def latest_fetch(engine: Engine) -> FetchSummary | None:
+    """The most recently stored fetch, or None in an empty store."""
+    with Session(engine) as session:
+        fetch = session.scalars(select(Fetch).order_by(Fetch.id.desc()).limit(1)).one_or_none()
+        return None if fetch is None else _summary_of(session, fetch, already_stored=True)
+
+
 def collection_label_scheme(engine: Engine) -> LabelScheme | None:
     """The label numbering the stored payloads showed last, or None before any payload showed one.
 
@@ -263,6 +270,10 @@ def collection_label_scheme(engine: Engine) -> LabelScheme | None:
     if (last_zero_based or 0) > (last_one_based or 0):
         return LabelScheme.ZERO_BASED
     return LabelScheme.ONE_BASED
+
+
+# Rejected rows named one by one in the task log (all of them are in the rejected_rows table).
+LOGGED_REJECTS = 5
 
 
 def append_fetch(
@@ -363,6 +374,10 @@ def append_fetch(
         summary.rows_rejected,
         f" {summary.rejected_by_reason}" if summary.rejected_by_reason else "",
     )
+    for rejected in parsed.rejected[:LOGGED_REJECTS]:
+        log.info("rejected payload row %s (%s): %s", rejected.position, rejected.reason.value, rejected.detail)
+    if len(parsed.rejected) > LOGGED_REJECTS:
+        log.info("... and %s more rejected rows (table rejected_rows)", len(parsed.rejected) - LOGGED_REJECTS)
     return summary
 
 

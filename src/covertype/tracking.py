@@ -9,18 +9,21 @@
   data (``log_input``) and the tags ``dag_run_id`` and ``batch_numbers``.
 - Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
-- A retried training task first ends, as ``KILLED``, the runs an earlier attempt of the same DAG run
-  left ``RUNNING`` (a killed process cannot end its own run), so every DAG run has at most one live
-  training run and the abandoned ones say what they are.
+- A training task first ends, as ``KILLED``, the pipeline's runs a killed attempt left ``RUNNING``
+  (a killed process cannot end its own run; one DAG run is active at a time), so at most one
+  training run is live and the abandoned ones say what they are.
 - ``register_and_promote`` registers the served model as ``covertype`` and
   moves the alias ``production`` to it only when it beats or ties the current
   production version on the *current* evaluation set. Each version is scored
   through its hold-out model (the version's tag ``holdout_model_uri``), the
   fit that never saw those rows; a version without that tag (registered
   before hold-out models existed) was itself fitted without them and is
-  scored directly. The decision and both scores go to the training run
-  (metrics and tags) and to the new model version (tags). Aliases, not the
-  deprecated stages.
+  scored directly. A production version whose model can no longer be loaded
+  (artifacts lost, an incompatible class) cannot be compared: the challenger,
+  which just loaded from the same store, replaces it (``champion_unloadable``)
+  rather than the pipeline failing on every run. The decision and both scores
+  go to the training run (metrics and tags) and to the new model version
+  (tags). Aliases, not the deprecated stages.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class PromotionDecision:
     challenger_macro_f1: float
     champion_macro_f1: float | None
     champion_version: str | None
+    champion_error: str = ""  # why the alias holder could not be scored (reason ``champion_unloadable``)
 
 
 def decide_promotion(
@@ -170,35 +174,32 @@ def _log_model(model: Any, name: str, example: pd.DataFrame) -> Any:
 
 
 def end_abandoned_runs(dag_run_id: str) -> list[str]:
-    """End as ``KILLED`` the runs of this DAG run still ``RUNNING``: left by an attempt that was killed.
+    """End as ``KILLED`` the pipeline's training runs still ``RUNNING``: left by an attempt that was killed.
 
-    Airflow retries a task whose process died (out of memory, a missed
-    heartbeat): that attempt's MLflow runs stay ``RUNNING`` forever, beside
-    the finished run of the next attempt, and look like a training still in
-    progress. Only one attempt of a task runs at a time, so any run of this
-    DAG run still open when an attempt starts logging is abandoned.
+    A task whose process died (out of memory, a missed heartbeat, the
+    scheduler restarted) cannot end its own MLflow runs: they stay ``RUNNING``
+    forever and look like a training still in progress. The DAG runs one DAG
+    run at a time (``max_active_runs=1``) and one attempt of a task at a time,
+    so when an attempt starts logging, any training run of the pipeline (a run
+    with a ``dag_run_id`` tag) still open is abandoned: one of an earlier
+    attempt of this DAG run, or the last attempt of an earlier DAG run that
+    was killed with no retry left. Runs without the tag (a notebook's) are
+    left alone.
     """
-    literal = _string_literal(dag_run_id)
-    if literal is None:
-        log.warning("cannot search MLflow for runs of DAG run %r (both quote characters in it)", dag_run_id)
-        return []
     # Without experiment ids, search_runs looks in the active experiment (the one ``configure`` set).
-    abandoned = mlflow.search_runs(
-        filter_string=f"tags.dag_run_id = {literal} and attributes.status = 'RUNNING'", output_format="list"
-    )
+    open_runs = mlflow.search_runs(filter_string="attributes.status = 'RUNNING'", output_format="list")
+    abandoned = [run for run in open_runs if "dag_run_id" in run.data.tags]
     client = MlflowClient()
     for run in abandoned:
         client.set_terminated(run.info.run_id, status="KILLED")
-        log.warning("ended MLflow run %s (%s) of an earlier attempt as KILLED", run.info.run_id, run.info.run_name)
+        owner = run.data.tags["dag_run_id"]
+        log.warning(
+            "ended MLflow run %s (%s) as KILLED: left open by a killed attempt of %s",
+            run.info.run_id,
+            run.info.run_name,
+            "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
+        )
     return [run.info.run_id for run in abandoned]
-
-
-def _string_literal(value: str) -> str | None:
-    """``value`` quoted for an MLflow filter string; None when it holds both quote characters."""
-    for quote in ("'", '"'):
-        if quote not in value:
-            return f"{quote}{value}{quote}"
-    return None
 
 
 def log_training(
@@ -347,12 +348,31 @@ def _decide(
     """Score the challenger and the alias holder through their hold-out models on the same rows."""
     champion_version = _current_alias_version(client, model_name, alias)
     challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
-    champion_f1 = (
-        None
-        if champion_version is None
-        else _macro_f1_of(_holdout_uri_of_version(client, model_name, champion_version), evaluation)
-    )
-    return decide_promotion(challenger_f1, champion_f1, champion_version)
+    if champion_version is None:
+        return decide_promotion(challenger_f1, None, None)
+    champion_uri = _holdout_uri_of_version(client, model_name, champion_version)
+    try:
+        champion_model = mlflow.sklearn.load_model(champion_uri)
+    except Exception as error:
+        # The challenger was just loaded from the same store, so the store is up: this version is broken
+        # (its artifacts deleted, or a model this code cannot read). Keeping it would fail every later
+        # run the same way and leave the service on a model it cannot reload.
+        log.exception(
+            "%s version %s (alias %s) cannot be loaded from %s: the challenger replaces it",
+            model_name,
+            champion_version,
+            alias,
+            champion_uri,
+        )
+        return PromotionDecision(
+            True,
+            "champion_unloadable",
+            challenger_f1,
+            None,
+            champion_version,
+            champion_error=f"{type(error).__name__}: {error}"[:500],
+        )
+    return decide_promotion(challenger_f1, score(champion_model, evaluation).macro_f1, champion_version)
 
 
 def _record_decision(
@@ -364,11 +384,18 @@ def _record_decision(
     client.set_tag(trained.run_id, "promotion_reason", decision.reason)
     client.set_tag(trained.run_id, "registered_version", version)
     client.set_tag(trained.run_id, "champion_version", decision.champion_version or "")
-    if "promoted" not in client.get_run(trained.run_id).data.metrics:  # else an earlier attempt logged them
-        client.log_metric(trained.run_id, "challenger_macro_f1", decision.challenger_macro_f1)
-        if decision.champion_macro_f1 is not None:
-            client.log_metric(trained.run_id, "champion_macro_f1", decision.champion_macro_f1)
-        client.log_metric(trained.run_id, "promoted", 1.0 if decision.promote else 0.0)
+    if decision.champion_error:
+        client.set_tag(trained.run_id, "champion_error", decision.champion_error)
+    decision_metrics = {
+        "challenger_macro_f1": decision.challenger_macro_f1,
+        "champion_macro_f1": decision.champion_macro_f1,
+        "promoted": 1.0 if decision.promote else 0.0,
+    }
+    logged = client.get_run(trained.run_id).data.metrics
+    for key, value in decision_metrics.items():
+        # An earlier attempt may have logged some of them already: one history point per value, not per attempt.
+        if value is not None and logged.get(key) != value:
+            client.log_metric(trained.run_id, key, value)
     version_tags = {
         # Full precision (``str`` of a float reads back exactly): a replayed decision reports the same scores.
         "challenger_macro_f1": str(decision.challenger_macro_f1),
@@ -378,6 +405,7 @@ def _record_decision(
         "run_id": trained.run_id,
         "batch_numbers": ",".join(str(n) for n in trained.batch_numbers),
         "promotion_reason": decision.reason,
+        "champion_error": decision.champion_error,
         # Last: once it is there, a retried attempt knows the decision is recorded in full.
         "promotion_decision": promoted,
     }
@@ -404,7 +432,19 @@ def _recorded_decision(version: Any) -> PromotionDecision | None:
         challenger_macro_f1=float(tags["challenger_macro_f1"]),
         champion_macro_f1=None if champion_f1 is None else float(champion_f1),
         champion_version=tags.get("champion_version") or None,
+        champion_error=tags.get("champion_error", ""),
     )
+
+
+def _replay_is_stale(decision: PromotionDecision, alias_version: str | None, version: str) -> bool:
+    """A recorded promotion whose alias has since moved elsewhere: replaying it would move production back.
+
+    The decision was made against ``decision.champion_version``. If the alias
+    still names that version (or already names this one), moving it completes
+    the decision; if a later run has moved it on, this version was never
+    compared with the current holder.
+    """
+    return decision.promote and alias_version not in {decision.champion_version, version}
 
 
 def register_and_promote(
@@ -443,6 +483,19 @@ def register_and_promote(
             trained.run_id,
         )
     version = str(registered.version)
+    if decision is not None:
+        alias_version = _current_alias_version(client, model_name, alias)
+        if _replay_is_stale(decision, alias_version, version):
+            log.warning(
+                "%s version %s was recorded as promoted over version %s, but alias %s has moved to version %s "
+                "since: deciding again against it instead of moving the alias back",
+                model_name,
+                version,
+                decision.champion_version or "-",
+                alias,
+                alias_version,
+            )
+            decision = None
     if decision is None:
         decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
         _record_decision(client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation))
@@ -454,7 +507,7 @@ def register_and_promote(
         model_name,
         version,
         decision.challenger_macro_f1,
-        "none" if champion_f1 is None else f"{champion_f1:.4f}",
+        ("unscorable" if decision.champion_error else "none") if champion_f1 is None else f"{champion_f1:.4f}",
         decision.champion_version or "-",
         len(evaluation),
         f"alias {alias} -> version {version}"

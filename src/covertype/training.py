@@ -281,12 +281,12 @@ class Scores:
 
     macro_f1: float
     accuracy: float
-    recall: dict[int, float]
+    recall: dict[int, float]  # only the cover types present in the set: recall is undefined for the others
     confusion: np.ndarray
     rows: int
 
     def as_metrics(self, prefix: str = "") -> dict[str, float]:
-        """Flat MLflow metrics: ``macro_f1``, ``accuracy``, ``recall_<k>`` (k = 1..7)."""
+        """Flat MLflow metrics: ``macro_f1``, ``accuracy``, ``recall_<k>`` for each cover type k in the set."""
         metrics = {f"{prefix}macro_f1": self.macro_f1, f"{prefix}accuracy": self.accuracy}
         metrics.update({f"{prefix}recall_{label}": value for label, value in self.recall.items()})
         return metrics
@@ -303,13 +303,13 @@ def score_predictions(truth: np.ndarray, predicted: np.ndarray) -> Scores:
     """``score`` on given predictions (the search's pooled out-of-fold predictions)."""
     labels = list(COVER_TYPE_LABELS)
     present = sorted(set(truth.tolist()))
-    recalls = recall_score(truth, predicted, labels=labels, average=None, zero_division=0)
+    recalls = recall_score(truth, predicted, labels=present, average=None, zero_division=0)
     return Scores(
-        # Macro-F1 over the classes present in the set, so a class that has
-        # not been collected yet does not count as a zero.
+        # Macro-F1 and recall over the classes present in the set: a cover type that has not been
+        # collected yet is not a zero (a logged recall of 0 would read as "never recognised").
         macro_f1=float(f1_score(truth, predicted, labels=present, average="macro", zero_division=0)),
         accuracy=float(accuracy_score(truth, predicted)),
-        recall=dict(zip(labels, (float(r) for r in recalls), strict=True)),
+        recall=dict(zip(present, (float(r) for r in recalls), strict=True)),
         confusion=confusion_matrix(truth, predicted, labels=labels),
         rows=len(truth),
     )

@@ -14,9 +14,12 @@ from covertype.data_api_client import (
     DataApiClient,
     DataBatch,
     ServiceUnavailable,
+    UnexpectedResponse,
 )
 from covertype.parsing import parse_payload_rows
 from tests.data_api.replica import PORTION_SIZE, free_loopback_port, serve_in_thread
+
+GOOD_ROW = ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"]
 
 
 @pytest.fixture
@@ -74,7 +77,7 @@ def test_a_5xx_answer_raises_service_unavailable(replica_url: str, tmp_path: Pat
 
 
 def test_rows_that_are_not_lists_are_rejected_one_by_one_and_the_good_rows_kept() -> None:
-    good = ["2596", "51", "3", "258", "0", "510", "221", "232", "148", "6279", "Rawah", "C7745", "5"]
+    good = GOOD_ROW
     odd_api = FastAPI()
 
     @odd_api.get("/data")
@@ -89,3 +92,27 @@ def test_rows_that_are_not_lists_are_rejected_one_by_one_and_the_good_rows_kept(
         (position, "wrong_field_count") for position in (1, 2, 3, 4)
     ]
     assert all("not a list" in rejected.detail for rejected in parsed.rejected)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"group_number": 2, "batch_number": 1, "data": [GOOD_ROW]}, "answered group 2 .* request for group 1"),
+        ({"group_number": 1, "batch_number": 3, "data": []}, "group 1 batch 3 with no rows"),
+    ],
+)
+def test_an_answer_for_another_group_or_without_rows_breaks_the_contract(
+    answer: dict[str, object], message: str
+) -> None:
+    odd_api = FastAPI()
+
+    @odd_api.get("/data")
+    def data(group_number: int) -> dict[str, object]:
+        return answer
+
+    with (
+        serve_in_thread(odd_api) as base_url,
+        DataApiClient(base_url, timeout_s=10) as client,
+        pytest.raises(UnexpectedResponse, match=message),
+    ):
+        client.fetch_batch(1)

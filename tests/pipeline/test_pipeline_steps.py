@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from covertype import pipeline, store
+from covertype.data_api_client import ServiceUnavailable
 from covertype.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -63,3 +65,56 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
     assert again["already_stored"] is True
     assert store.table_counts(engine) == counts
     engine.dispose()
+
+
+def _store_settings(data_dir: Path) -> Settings:
+    """The data DB in ``data_dir``; the data API on a closed loopback port, so any request would fail."""
+    return Settings(
+        data_dir=data_dir, data_db_url=f"sqlite:///{data_dir / 'covertype.db'}", data_api_url="http://127.0.0.1:9"
+    )
+
+
+def test_a_cleared_run_whose_fetch_is_stored_makes_no_second_request(
+    data_dir: Path, shared_rows: list[list[str]]
+) -> None:
+    """A second request would move the data API on, and its payload could not be stored under the same run."""
+    settings = _store_settings(data_dir)
+    first = pipeline.store_batch(settings, "scheduled__1", _fetched(shared_rows[:150], batch=4))
+    engine = store.make_engine(settings.resolved_data_db_url)
+    counts = store.table_counts(engine)
+
+    fetched = pipeline.fetch_batch(settings, 2, "scheduled__1")  # the API is unreachable: no request was made
+    again = pipeline.store_batch(settings, "scheduled__1", fetched)
+
+    assert (fetched["already_stored"], fetched["batch_number"], fetched["rows"]) == (True, 4, [])
+    assert again["already_stored"] is True
+    assert {key: again[key] for key in ("fetch_id", "rows_received", "rows_stored")} == {
+        key: first[key] for key in ("fetch_id", "rows_received", "rows_stored")
+    }
+    assert store.table_counts(engine) == counts
+    engine.dispose()
+    with pytest.raises(ServiceUnavailable):
+        pipeline.fetch_batch(settings, 2, "scheduled__2")  # a run with nothing stored does ask
+
+
+def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_collection(
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _store_settings(data_dir)
+    bad = [["2800", "x", *shared_rows[0][2:]], *([["1"]] * 6)]
+    with caplog.at_level(logging.INFO):
+        pipeline.store_batch(settings, "run-1", _fetched([*shared_rows[:50], *bad], batch=3))
+    assert "rejected payload row 50 (non_numeric): Aspect: 'x'" in caplog.text
+    assert caplog.text.count("rejected payload row") == store.LOGGED_REJECTS
+    assert "... and 2 more rejected rows" in caplog.text
+    assert "collection" not in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pipeline.store_batch(settings, "run-2", _fetched(shared_rows[50:100], batch=1))
+    assert "batch 1 of group 2 after batch 3: the group was restarted" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pipeline.store_batch(settings, "run-3", {**_fetched(shared_rows[100:150], batch=2), "group_number": 5})
+    assert "holds group 2's collection (last fetch: batch 1) and this payload is group 5's" in caplog.text

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
@@ -156,14 +159,17 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     killed_child = client.create_run(
         experiment_id, tags={"dag_run_id": dag_run_id, "mlflow.parentRunId": killed_parent.info.run_id}
     )
-    other_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "manual__other"})
+    # The last attempt of an earlier DAG run, killed with no retry left: nothing else would ever end it.
+    earlier_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "scheduled__earlier"})
+    notebook_run = client.create_run(experiment_id, run_name="someone's notebook")  # not the pipeline's
 
     trained = _log(training.train(shared_observations.sample(600, random_state=6), FAST), dag_run_id)
 
     assert client.get_run(killed_parent.info.run_id).info.status == "KILLED"
     assert client.get_run(killed_child.info.run_id).info.status == "KILLED"
     assert client.get_run(trained.run_id).info.status == "FINISHED"
-    assert client.get_run(other_dag_run.info.run_id).info.status == "RUNNING"
+    assert client.get_run(earlier_dag_run.info.run_id).info.status == "KILLED"
+    assert client.get_run(notebook_run.info.run_id).info.status == "RUNNING"
     runs_of_dag_run = client.search_runs([experiment_id], filter_string=f'tags.dag_run_id = "{dag_run_id}"')
     assert (
         sorted(run.info.status for run in runs_of_dag_run) == ["FINISHED"] * (1 + len(FAST.candidates)) + ["KILLED"] * 2
@@ -206,3 +212,76 @@ def test_a_retried_registration_writes_nothing_twice_and_keeps_the_real_comparis
     assert versions() == ["1", "2"]
     history = client.get_metric_history(strong.run_id, "promoted")
     assert [point.value for point in history] == [1.0]
+
+
+def _delete_logged_model_files(model_uri: str) -> None:
+    """What a cleaned bucket or lost volume leaves: the registry entry without the model's files."""
+    model = mlflow.get_logged_model(model_uri.removeprefix("models:/"))
+    location = Path(urlparse(model.artifact_location).path)
+    assert (location / "MLmodel").is_file()
+    shutil.rmtree(location)
+
+
+def test_a_production_version_that_cannot_be_loaded_is_replaced(
+    mlflow_store: str, shared_observations: pd.DataFrame, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Else every later run would fail comparing against it, and the alias could never move again."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=8)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    broken = _log(outcome, "run-1")
+    first = tracking.register_and_promote(broken, evaluation, model_name="covertype", alias="production")
+    assert (first.version, first.promoted) == ("1", True)
+    _delete_logged_model_files(broken.holdout_model_uri)
+
+    challenger = _log(outcome, "run-2")
+    with caplog.at_level(logging.WARNING, logger="covertype.tracking"):
+        result = tracking.register_and_promote(challenger, evaluation, model_name="covertype", alias="production")
+
+    assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
+    assert (result.champion_version, result.champion_macro_f1) == ("1", None)
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "2"
+    assert broken.holdout_model_uri in caplog.text
+    version = client.get_model_version("covertype", "2")
+    assert version.tags["promotion_reason"] == "champion_unloadable"
+    assert version.tags["champion_error"].startswith(("MlflowException", "OSError", "FileNotFoundError"))
+    assert client.get_run(challenger.run_id).data.tags["champion_error"] == version.tags["champion_error"]
+    # A version that cannot be scored is never the reason to skip a healthy challenger: the next run
+    # compares against version 2 as usual.
+    again = tracking.register_and_promote(
+        _log(outcome, "run-3"), evaluation, model_name="covertype", alias="production"
+    )
+    assert (again.reason, again.champion_version) == ("tie", "2")
+
+
+def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, shared_observations: pd.DataFrame) -> None:
+    """A run cleared after later runs promoted newer versions is compared with the current holder again."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(3000, random_state=4)
+    evaluation = training.evaluation_rows(frame, FAST)
+    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
+    medium = _log(training.train(frame.head(400), FAST), "run-2")
+    strong = _log(training.train(frame, FAST), "run-3")
+
+    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
+        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+
+    assert promote(weak).promoted
+    # Run 2 recorded "promoted over version 1" and died before moving the alias; run 3 then won.
+    recorded = promote(medium)
+    assert (recorded.version, recorded.promoted, recorded.champion_version) == ("2", True, "1")
+    client.set_registered_model_alias("covertype", "production", "1")
+    newest = promote(strong)
+    assert (newest.version, newest.reason) == ("3", "challenger_better")
+
+    retried = promote(medium)  # the operator clears run 2's failed task
+
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "3"
+    assert (retried.version, retried.promoted, retried.reason) == ("2", False, "champion_better")
+    assert (retried.champion_version, retried.production_version) == ("3", "3")
+    version = client.get_model_version("covertype", "2")
+    assert (version.tags["promotion_decision"], version.tags["champion_version"]) == ("kept_previous", "3")
+    history = client.get_metric_history(medium.run_id, "promoted")
+    assert [point.value for point in history] == [1.0, 0.0]
+    assert sorted(str(v.version) for v in client.search_model_versions("name = 'covertype'")) == ["1", "2", "3"]
