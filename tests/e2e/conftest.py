@@ -36,6 +36,8 @@ SCHEDULE_S = 30  # PIPELINE_SCHEDULE_SECONDS: one run per window plus a margin
 UP_TIMEOUT_S = int(os.environ.get("E2E_UP_TIMEOUT_S", "2400"))  # cold builds of five images on 2 cores
 ONE_SHOTS = {"minio-init", "airflow-init"}
 # Not the .env default: proves the admin password really comes from the environment.
+# The address a browser on another machine would use (TEST-NET-3: never routed; only sent as headers).
+REMOTE_ADDRESS = "203.0.113.7"
 AIRFLOW_LOGIN = {"username": "admin", "password": "e2e-admin-password"}
 
 
@@ -87,6 +89,10 @@ def _overrides(csv: Path) -> dict[str, str]:
         "GROUP_NUMBER": "1",
         "AIRFLOW_USERNAME": AIRFLOW_LOGIN["username"],
         "AIRFLOW_PASSWORD": AIRFLOW_LOGIN["password"],
+        # The documented settings for browsing MLflow from another machine, with a documentation address.
+        "MLFLOW_ALLOWED_HOSTS": f"mlflow,mlflow:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,{REMOTE_ADDRESS}:*",
+        "MLFLOW_CORS_ALLOWED_ORIGINS": f"http://{REMOTE_ADDRESS}:{PORTS['MLFLOW_HOST_PORT']}",
+        "MLFLOW_UI_URL": f"http://{REMOTE_ADDRESS}:{PORTS['MLFLOW_HOST_PORT']}",
     }
 
 

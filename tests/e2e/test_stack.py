@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from covertype.schema import FEATURE_COLUMNS, NUMERIC_COLUMN_NAMES
-from tests.e2e.conftest import AIRFLOW_LOGIN, ONE_SHOTS, Stack
+from tests.e2e.conftest import AIRFLOW_LOGIN, ONE_SHOTS, REMOTE_ADDRESS, Stack
 from tests.e2e.stack import http, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -265,6 +265,19 @@ def test_predict_answers_with_the_production_version(stack: Stack) -> None:
     assert 1 <= prediction["cover_type"] <= 7
     assert abs(sum(prediction["probabilities"].values()) - 1.0) < 1e-6
     assert body["model_name"] == MODEL_NAME
+
+
+def test_mlflow_answers_a_browser_on_another_machine_when_configured(stack: Stack) -> None:
+    """The .env settings for a stack on a VM: the UI's run search (a POST) from the VM's address."""
+    port = stack.compose.overrides["MLFLOW_HOST_PORT"]
+    search = stack.url("MLFLOW_HOST_PORT", "/ajax-api/2.0/mlflow/experiments/search")
+
+    def search_from(address: str) -> int:
+        headers = {"Host": f"{address}:{port}", "Origin": f"http://{address}:{port}"}
+        return http("POST", search, {"max_results": 1}, headers=headers).status
+
+    assert search_from(REMOTE_ADDRESS) == 200
+    assert search_from("198.51.100.9") == 403  # an address not configured: MLflow's protection stays on
 
 
 def test_ui_answers(stack: Stack) -> None:
