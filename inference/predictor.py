@@ -177,6 +177,9 @@ class BatchingPredictor:
         if model is None:
             _fail(jobs, ModelUnavailableError(self._holder.unavailable_reason()))
             return
+        await self._answer_with(model, jobs)
+
+    async def _answer_with(self, model: LoadedModel, jobs: list[_Job]) -> None:
         count = sum(len(job.records) for job in jobs)
         try:
             probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, model, jobs)
@@ -184,6 +187,23 @@ class BatchingPredictor:
             _fail(jobs, ModelUnavailableError("the service is shutting down"))
             raise
         except Exception as error:
+            if len(jobs) > 1:
+                # The records of one request can break a model that the others do not: answer each
+                # request of the batch alone, so only the requests that fail get the 500.
+                logger.warning(
+                    "a batch of %d requests failed with model version %s (%s: %s): answering each alone",
+                    len(jobs),
+                    model.version,
+                    type(error).__name__,
+                    error,
+                )
+                for index, job in enumerate(jobs):
+                    try:
+                        await self._answer_with(model, [job])
+                    except asyncio.CancelledError:
+                        _fail(jobs[index + 1 :], ModelUnavailableError("the service is shutting down"))
+                        raise
+                return
             logger.exception("prediction of a batch of %d records with model version %s failed", count, model.version)
             _fail(jobs, PredictionError(model.version, error))
             return

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -45,6 +47,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from covertype.training import (
@@ -342,6 +345,27 @@ def _macro_f1_of(model_uri: str, evaluation: pd.DataFrame) -> float:
     return score(mlflow.sklearn.load_model(model_uri), evaluation).macro_f1
 
 
+# Errors that say a model's files are gone or cannot be read by this code, whatever is retried:
+# missing files or registry entries, an import or attribute a pickled/skops class needs, a truncated
+# or corrupted file, a type skops does not trust.
+_UNREADABLE_MODEL_ERRORS = (
+    FileNotFoundError,
+    ImportError,
+    AttributeError,
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    UntrustedTypesFoundException,
+)
+
+
+def is_broken_model_error(error: BaseException) -> bool:
+    """Whether loading a model failed because of the model itself, not because a service was unreachable."""
+    if isinstance(error, MlflowException):
+        return error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+    return isinstance(error, _UNREADABLE_MODEL_ERRORS)
+
+
 def _decide(
     client: Any, trained: TrainedRun, evaluation: pd.DataFrame, *, model_name: str, alias: str
 ) -> PromotionDecision:
@@ -354,9 +378,14 @@ def _decide(
     try:
         champion_model = mlflow.sklearn.load_model(champion_uri)
     except Exception as error:
-        # The challenger was just loaded from the same store, so the store is up: this version is broken
-        # (its artifacts deleted, or a model this code cannot read). Keeping it would fail every later
-        # run the same way and leave the service on a model it cannot reload.
+        if not is_broken_model_error(error):
+            # A timeout, an outage or memory: say which model, and let the task's retries try again.
+            raise RuntimeError(
+                f"{model_name} version {champion_version} (alias {alias}) could not be loaded from {champion_uri}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        # The version itself is broken (its files deleted, or a model this code cannot read). Keeping it
+        # would fail every later run the same way and leave the service on a model it cannot reload.
         log.exception(
             "%s version %s (alias %s) cannot be loaded from %s: the challenger replaces it",
             model_name,
@@ -384,8 +413,7 @@ def _record_decision(
     client.set_tag(trained.run_id, "promotion_reason", decision.reason)
     client.set_tag(trained.run_id, "registered_version", version)
     client.set_tag(trained.run_id, "champion_version", decision.champion_version or "")
-    if decision.champion_error:
-        client.set_tag(trained.run_id, "champion_error", decision.champion_error)
+    client.set_tag(trained.run_id, "champion_error", decision.champion_error)
     decision_metrics = {
         "challenger_macro_f1": decision.challenger_macro_f1,
         "champion_macro_f1": decision.champion_macro_f1,
@@ -495,12 +523,16 @@ def register_and_promote(
                 alias,
                 alias_version,
             )
+            # Until the new decision is recorded in full, a retry must not read the old one's tags.
+            client.delete_model_version_tag(model_name, version, "promotion_decision")
             decision = None
     if decision is None:
         decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
         _record_decision(client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation))
     if decision.promote:
         client.set_registered_model_alias(model_name, alias, version)
+    # Read back, not inferred: a replayed "kept" decision may date from before later runs moved the alias.
+    production_version = _current_alias_version(client, model_name, alias) or str(decision.champion_version)
     champion_f1 = decision.champion_macro_f1
     log.info(
         "registered %s version %s: challenger macro-F1 %.4f vs production %s (version %s) on %s evaluation rows: %s",
@@ -510,9 +542,7 @@ def register_and_promote(
         ("unscorable" if decision.champion_error else "none") if champion_f1 is None else f"{champion_f1:.4f}",
         decision.champion_version or "-",
         len(evaluation),
-        f"alias {alias} -> version {version}"
-        if decision.promote
-        else f"alias {alias} stays on {decision.champion_version}",
+        f"alias {alias} -> version {version}" if decision.promote else f"alias {alias} stays on {production_version}",
     )
     return PromotionResult(
         model_name=model_name,
@@ -523,6 +553,6 @@ def register_and_promote(
         challenger_macro_f1=decision.challenger_macro_f1,
         champion_macro_f1=champion_f1,
         champion_version=decision.champion_version,
-        production_version=version if decision.promote else str(decision.champion_version),
+        production_version=production_version,
         eval_rows=len(evaluation),
     )

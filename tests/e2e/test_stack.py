@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import time
 from typing import Any
 
@@ -368,3 +369,79 @@ def test_nothing_is_lost_across_down_and_up(stack: Stack) -> None:
     # MinIO: the model's artifacts load again in a fresh inference process.
     body = predict_with(stack, version)
     assert body["predictions"][0]["cover_type"] in range(1, 8)
+
+
+def test_a_new_collection_starts_from_an_empty_data_db(stack: Stack) -> None:
+    """The reset docs/pipeline.md gives ("Starting a new collection"), to collect group 2 after group 1."""
+    compose = stack.compose
+    headers = airflow_headers(stack)
+    # 1. The DAG is paused with no task in flight (the previous test); unfinished runs are marked failed.
+    assert not tasks_in_flight(stack)
+    for run in dag_runs(stack):
+        if run["state"] in ("queued", "running"):
+            url = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}")
+            marked = http("PATCH", url, {"state": "failed"}, headers=headers)
+            assert marked.status == 200, marked.body[:300]
+    old_runs = {run["dag_run_id"] for run in dag_runs(stack)}
+    # 2. An empty data DB, and the new group in the settings.
+    compose.run("rm", "-sf", "data-db", timeout_s=120)
+    removed = subprocess.run(
+        ["docker", "volume", "rm", f"{compose.project}_data-db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert removed.returncode == 0, removed.stderr
+    compose.overrides["GROUP_NUMBER"] = "2"
+    compose.run("up", "-d", "--wait", "--wait-timeout", "900", timeout_s=960)
+    assert compose.mysql("data-db", "SHOW TABLES") == [], "the old collection's tables survived the reset"
+    # 3. Once the dag-processor has re-read the DAG with the new default, unpaused, it collects group 2:
+    #    a manual run with no conf.
+    headers = airflow_headers(stack)
+
+    def default_group() -> int | None:
+        details = http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/details"), headers=headers)
+        value = details.json()["params"]["group_number"]["value"] if details.status == 200 else None
+        return value if value == 2 else None
+
+    wait_for("the DAG's group_number default to be 2", default_group, timeout_s=300)
+    unpaused = http(
+        "PATCH", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), {"is_paused": False}, headers=headers
+    )
+    assert unpaused.status == 200, unpaused.body[:300]
+    triggered = http(
+        "POST",
+        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns"),
+        {"logical_date": None, "conf": {}},
+        headers=headers,
+    )
+    assert triggered.status == 200, f"trigger refused: {triggered.status} {triggered.body[:300]!r}"
+    run_id = triggered.json()["dag_run_id"]
+
+    def finished() -> str | None:
+        state = {run["dag_run_id"]: run["state"] for run in dag_runs(stack)}.get(run_id)
+        return state if state in ("success", "failed") else None
+
+    state = wait_for(f"run {run_id} of group 2", finished, timeout_s=900, interval_s=10)
+    assert state == "success", task_report(stack, run_id)
+
+    # Only the new collection is in the data DB (scheduled runs may have stored group 2 batches too)...
+    fetches = compose.mysql("data-db", "SELECT dag_run_id, group_number, id FROM fetches")
+    assert not {row[0] for row in fetches} & old_runs, "a run from before the reset stored into the new DB"
+    assert {row[1] for row in fetches} == {"2"}, fetches
+    ((fetch_id,),) = [row[2:] for row in fetches if row[0] == run_id]
+    # ...and the run's model was trained on it alone: what the store held when its fetch was stored.
+    ((held,),) = compose.mysql(
+        "data-db",
+        f"SELECT COUNT(*) FROM observations o JOIN fetches f ON o.first_fetch_id = f.id WHERE f.id <= {fetch_id}",
+    )
+    (parent,) = [
+        run
+        for run in training_runs(stack)
+        if run_tags(run).get("dag_run_id") == run_id
+        and "mlflow.parentRunId" not in run_tags(run)
+        and run["info"]["status"] == "FINISHED"
+    ]
+    metrics = {metric["key"]: metric["value"] for metric in parent["data"]["metrics"]}
+    assert metrics["rows_used"] == int(held)

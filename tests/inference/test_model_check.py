@@ -6,6 +6,7 @@ the unit tests of ``check_predicts`` use stand-ins, for answers sklearn never gi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -19,10 +20,18 @@ from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from covertype.schema import EXAMPLE_OBSERVATION, FEATURE_COLUMNS, LABEL_COLUMN, SOIL_COLUMN, WILDERNESS_COLUMN
+from covertype.schema import (
+    EXAMPLE_OBSERVATION,
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    SOIL_COLUMN,
+    WILDERNESS_COLUMN,
+    Observation,
+)
 from inference.app import create_app
 from inference.model_call import ModelCheckError, check_predicts
-from inference.predictor import INLINE_MAX_RECORDS
+from inference.model_holder import ModelHolder
+from inference.predictor import INLINE_MAX_RECORDS, BatchingPredictor, Prediction, PredictionError
 from tests.inference.model_factory import build_pipeline, register_pipeline
 from tests.inference.stores import Store, record_of
 
@@ -147,3 +156,37 @@ def test_check_refuses_an_answer_of_the_wrong_shape_or_not_finite(answer: np.nda
 
 def test_check_passes_a_model_that_honours_the_contract(model_a: Pipeline) -> None:
     check_predicts(model_a, tuple(int(label) for label in model_a.classes_))
+
+
+def test_a_request_that_breaks_the_model_fails_alone_not_the_requests_batched_with_it(
+    store: Store, shared_frame: pd.DataFrame
+) -> None:
+    soils = shared_frame[SOIL_COLUMN].value_counts().index
+    unseen_soil = next(code for code in soils if code != EXAMPLE_OBSERVATION[SOIL_COLUMN])
+    register_pipeline(
+        store.tracking_uri, strict_pipeline(shared_frame, unseen_soil), shared_frame, artifact_root=store.artifact_root
+    )
+    holder = ModelHolder(store.tracking_uri, "covertype", "production", poll_interval_s=3600)
+    assert holder.refresh().current is not None
+    known = shared_frame[shared_frame[SOIL_COLUMN] != unseen_soil]
+    good = [[Observation(**record_of(known, position))] for position in range(5)]
+    position = int(np.flatnonzero(shared_frame[SOIL_COLUMN].to_numpy() == unseen_soil)[0])
+    breaking = [Observation(**record_of(shared_frame, position))]
+    predictor = BatchingPredictor(holder)
+
+    async def scenario() -> list[object]:
+        await predictor.start()
+        try:
+            requests = [*good[:2], breaking, *good[2:]]
+            return await asyncio.gather(*(predictor.predict(records) for records in requests), return_exceptions=True)
+        finally:
+            await predictor.stop()
+
+    answers = asyncio.run(scenario())
+
+    assert predictor.inline_calls == 0  # they arrived together: one batch first
+    assert isinstance(answers[2], PredictionError)
+    for records, answer in zip([*good[:2], *good[2:]], [*answers[:2], *answers[3:]], strict=True):
+        assert isinstance(answer, Prediction), answer
+        frame = pd.DataFrame([record.model_dump() for record in records], columns=list(FEATURE_COLUMNS))
+        np.testing.assert_array_equal(answer.probabilities, holder.current.model.predict_proba(frame))

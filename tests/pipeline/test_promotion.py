@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
 import pytest
+import skops.io
 from mlflow import MlflowClient
 
 from covertype import tracking, training
+from covertype.loopback import free_port
 from covertype.tracking import decide_promotion
 
 FAST = training.TrainingConfig.fast()
@@ -284,4 +287,38 @@ def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, shar
     assert (version.tags["promotion_decision"], version.tags["champion_version"]) == ("kept_previous", "3")
     history = client.get_metric_history(medium.run_id, "promoted")
     assert [point.value for point in history] == [1.0, 0.0]
+
+    # Replaying that "kept" decision after the alias moved again reports where the alias is now.
+    client.set_registered_model_alias("covertype", "production", "1")
+    replayed = promote(medium)
+    assert (replayed.promoted, replayed.champion_version, replayed.production_version) == (False, "3", "1")
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'covertype'")) == ["1", "2", "3"]
+
+
+def _error_of(call: Callable[[], object]) -> BaseException:
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is what the test inspects
+        call()
+    return caught.value
+
+
+def test_only_errors_of_the_model_itself_count_as_a_broken_version(
+    mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outage must be retried, not taken as a reason to replace the production version untested."""
+    missing = _error_of(lambda: mlflow.sklearn.load_model("models:/m-0123456789abcdef0123456789abcdef"))
+    corrupt = tmp_path / "model.skops"
+    corrupt.write_bytes(b"not a zip file")
+    unreadable = _error_of(lambda: skops.io.load(corrupt))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{free_port()}")  # nothing listens there: an outage
+    try:
+        outage = _error_of(lambda: mlflow.sklearn.load_model("models:/m-0123456789abcdef0123456789abcdef"))
+    finally:
+        mlflow.set_tracking_uri(mlflow_store)
+
+    assert tracking.is_broken_model_error(missing), missing
+    assert tracking.is_broken_model_error(unreadable), unreadable
+    assert tracking.is_broken_model_error(ModuleNotFoundError("No module named 'covertype.features'"))
+    assert not tracking.is_broken_model_error(outage), outage
+    assert not tracking.is_broken_model_error(MemoryError())
+    assert not tracking.is_broken_model_error(TimeoutError("read timed out"))

@@ -181,6 +181,18 @@ def test_a_dag_file_that_failed_to_import_is_an_error_naming_it(airflow: Airflow
     assert "not known to Airflow yet" not in error
 
 
+def test_another_files_import_error_is_not_blamed_for_a_dag_not_parsed_yet(airflow: AirflowStubState) -> None:
+    airflow.dag_known = False
+    airflow.import_errors = [
+        import_error("other_dag.py", "Traceback (most recent call last):\nSyntaxError: invalid syntax", 1)
+    ]
+    app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [warning] = texts(app.warning)
+    assert "not known to Airflow yet" in warning
+    assert "other_dag.py" not in warning
+
+
 def test_refused_credentials_are_reported_as_auth_refused(airflow: AirflowStubState, ui_env) -> None:
     ui_env.setenv("AIRFLOW_PASSWORD", "wrong")
     app = open_page("pipeline")

@@ -190,19 +190,20 @@ class AirflowClient:
         )
 
     def _import_error(self) -> tuple[str, str] | None:
-        """The file and last line of an import error Airflow lists (``GET /api/v2/importErrors``), if any.
+        """The file and last line of the import error Airflow lists for the DAG's file, if any.
 
-        The one whose file is named after the DAG comes first. Only a hint for the
-        message: if the list cannot be read (no permission, older API), None.
+        The DAG file is named after the DAG (``GET /api/v2/importErrors``). Only a
+        hint for the message: if the list cannot be read (no permission, older API), None.
         """
         try:
             body = self._json("GET", "/api/v2/importErrors", params={"limit": SCAN_PAGE_RUNS})
             errors = [item for item in body.get("import_errors", []) if isinstance(item, dict)]
         except (ServiceError, AttributeError):
             return None
+        # Only this DAG's file: another file's error says nothing about why this DAG is unknown.
+        errors = [item for item in errors if self.dag_id in str(item.get("filename", ""))]
         if not errors:
             return None
-        errors.sort(key=lambda item: self.dag_id not in str(item.get("filename", "")))
         first = errors[0]
         lines = [line.strip() for line in str(first.get("stack_trace") or "").splitlines() if line.strip()]
         return str(first.get("filename") or "a DAG file"), (lines[-1] if lines else "no stack trace")[:300]
