@@ -53,6 +53,25 @@ def dag_runs(stack: Stack) -> list[dict[str, Any]]:
     return answer.json()["dag_runs"]
 
 
+def trigger_run(stack: Stack, headers: dict[str, str]) -> str:
+    """A manual run through the REST API (``logical_date`` null, as Airflow 3 requires); its run id."""
+    triggered = http(
+        "POST",
+        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns"),
+        {"logical_date": None, "conf": {}},
+        headers=headers,
+    )
+    assert triggered.status == 200, f"trigger refused: {triggered.status} {triggered.body[:300]!r}"
+    return triggered.json()["dag_run_id"]
+
+
+def set_paused(stack: Stack, headers: dict[str, str], *, paused: bool) -> None:
+    answer = http(
+        "PATCH", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), {"is_paused": paused}, headers=headers
+    )
+    assert answer.status == 200, answer.body[:300]
+
+
 def task_instances_url(stack: Stack, run_id: str) -> str:
     return stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
 
@@ -166,14 +185,7 @@ def test_dag_runs_succeed_and_store_a_batch_each(stack: Stack) -> None:
         lambda: http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), headers=headers).status == 200,
         timeout_s=300,
     )
-    triggered = http(
-        "POST",
-        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns"),
-        {"logical_date": None, "conf": {}},
-        headers=headers,
-    )
-    assert triggered.status == 200, f"trigger refused: {triggered.status} {triggered.body[:300]!r}"
-    triggered_id = triggered.json()["dag_run_id"]
+    triggered_id = trigger_run(stack, headers)
 
     def enough_runs() -> list[dict[str, Any]] | None:
         runs = dag_runs(stack)
@@ -337,10 +349,7 @@ def test_ui_pages_show_the_stacks_runs_and_production_model(stack: Stack) -> Non
 def test_nothing_is_lost_across_down_and_up(stack: Stack) -> None:
     headers = airflow_headers(stack)
     # Pause first, so no run is cut in half by `down` and the pause itself must survive.
-    paused = http(
-        "PATCH", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), {"is_paused": True}, headers=headers
-    )
-    assert paused.status == 200, paused.body[:300]
+    set_paused(stack, headers, paused=True)
     # A paused DAG's runs stay queued or running but start no further task; wait until no
     # task is in flight, so `down` cuts nothing in half.
     wait_for("no task in flight", lambda: not tasks_in_flight(stack), timeout_s=600)
@@ -406,18 +415,8 @@ def test_a_new_collection_starts_from_an_empty_data_db(stack: Stack) -> None:
         return value if value == 2 else None
 
     wait_for("the DAG's group_number default to be 2", default_group, timeout_s=300)
-    unpaused = http(
-        "PATCH", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), {"is_paused": False}, headers=headers
-    )
-    assert unpaused.status == 200, unpaused.body[:300]
-    triggered = http(
-        "POST",
-        stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/dagRuns"),
-        {"logical_date": None, "conf": {}},
-        headers=headers,
-    )
-    assert triggered.status == 200, f"trigger refused: {triggered.status} {triggered.body[:300]!r}"
-    run_id = triggered.json()["dag_run_id"]
+    set_paused(stack, headers, paused=False)
+    run_id = trigger_run(stack, headers)
 
     def finished() -> str | None:
         state = {run["dag_run_id"]: run["state"] for run in dag_runs(stack)}.get(run_id)
