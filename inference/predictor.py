@@ -1,7 +1,7 @@
 """Micro-batching of prediction requests: one ``predict_proba`` call for all records waiting.
 
-Most of the cost of a one-row prediction is fixed per call (the
-ColumnTransformer, pandas, the forest's set-up), not per row. So requests are
+Most of the cost of a one-row prediction is fixed per call (the feature
+step, pandas, the forest's set-up), not per row. So requests are
 queued, and a single worker takes *everything* that queued while the previous
 call ran and predicts it in one call. At concurrency 1 nothing waits (the
 queue holds one request, which goes straight through); under load, batches

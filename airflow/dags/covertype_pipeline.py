@@ -9,8 +9,10 @@ maybe promotes the served model.
 - **fetch**: exactly one `GET /data?group_number=N` to the data API (none if
   this run's fetch is already stored: a cleared run retrains on it). After the
   last batch the API answers 400 "collection complete": the run ends
-  *skipped* (its later tasks too). A bad group number fails the run without
-  retries. Network errors and 5xx are retried with exponential backoff.
+  *skipped* (its later tasks too). A bad group number, or an answer outside
+  the contract (not the documented JSON, another group, no rows), fails the
+  run without retries. Network errors and 5xx are retried with exponential
+  backoff.
 - **store**: one transaction into the data DB, idempotent on the run id (a
   retried or re-run task writes nothing twice); duplicate observations are
   stored once with a repeat count, bad rows are kept with their reason.
@@ -18,7 +20,7 @@ maybe promotes the served model.
   MLflow run (nested runs per candidate) with the model.
 - **register_and_promote**: registers `covertype` and moves the alias
   `production` when the new version beats or ties the current one on the
-  current evaluation set.
+  current evaluation set (or the current one's model can no longer be loaded).
 
 Schedule: every `PIPELINE_SCHEDULE_SECONDS` (default 330 s: the course API
 moves to the next batch only 300 s after the last move); 0 means manual runs

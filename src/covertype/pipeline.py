@@ -3,14 +3,15 @@
 fetch -> store -> train and log -> register and promote. Each step takes the
 settings and ids it needs and returns a small JSON-able dict (it becomes the
 task's XCom), and logs one line that says what it did. The only network call
-to the data API is in ``fetch_batch``: one request per DAG run.
+to the data API is in ``fetch_batch``: at most one request per DAG run (none
+when the run's fetch is already stored).
 
 Idempotency: ``store_batch`` writes nothing if the DAG run's fetch is already
 stored (a retried or re-run task). Training creates a new MLflow run on each
 attempt, which is how MLflow records retries (runs an attempt left open are
 ended as KILLED). Registration reuses the version an earlier attempt registered
-from the same model and replays a decision already recorded. Neither touches
-the data DB.
+from the same model and replays a decision already recorded (or decides again
+when the alias has moved since). Neither writes to the data DB.
 """
 
 from __future__ import annotations

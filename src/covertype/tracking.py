@@ -489,7 +489,8 @@ def register_and_promote(
 
     A retried attempt writes nothing twice: it reuses the version an earlier
     attempt registered from the same model, and once the decision is recorded
-    on that version (the step before the alias moves) it only replays it.
+    on that version (the step before the alias moves) it only replays it,
+    unless the alias has moved to another version since (then it decides again).
     Otherwise a retry would register a second copy and, if the alias had
     already moved, compare the copy with itself and call it a tie.
     """
