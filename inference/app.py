@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
 from covertype.settings import Settings, get_settings
+from inference.body_limit import BodyLimitMiddleware, body_limit_bytes, body_limit_detail
 from inference.metrics import MetricsMiddleware, ServiceMetrics
 from inference.model_holder import ModelHolder
 from inference.predictor import BatchingPredictor
@@ -36,6 +37,7 @@ data API, with the model version registered as `models:/{name}@{alias}` in MLflo
 
 * `POST /predict`: one record, or `{{"instances": [...]}}`; invalid records get a 422 naming
   the record index, the field and the reason; 503 while no model is loaded (the message says why).
+* A body larger than {max_body_bytes} bytes (1 KiB per allowed record, at least 1 MiB) gets a 413, unread.
 * The alias is re-checked in the background; a new version is swapped in without failing a request.
 """
 
@@ -77,9 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.unfreeze()
             limiter.restore_original_limits()
 
+    max_body_bytes = body_limit_bytes(settings.predict_max_instances)
     app = FastAPI(
         title="Forest cover type inference",
-        description=DESCRIPTION.format(name=settings.model_name, alias=settings.model_alias),
+        description=DESCRIPTION.format(
+            name=settings.model_name, alias=settings.model_alias, max_body_bytes=max_body_bytes
+        ),
         version="1.0.0",
         lifespan=lifespan,
     )
@@ -88,6 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.predictor = predictor
     app.state.metrics = metrics
     app.include_router(build_router(settings.predict_max_instances))
+    # Added first, so it runs inside the metrics middleware (the last added is the outermost): 413s are counted.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=max_body_bytes,
+        detail=body_limit_detail(max_body_bytes, settings.predict_max_instances),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)

@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from covertype.model_safety import check_safe_to_load
 from inference.model_call import check_predicts
 from inference.serving import prepare_for_serving
 
@@ -294,6 +295,8 @@ class ModelHolder:
                 )
             )
             artifact_bytes = _directory_bytes(local_path)
+            # Before anything is deserialized: the model's own MLmodel must not choose pickle or extra trusted types.
+            check_safe_to_load(local_path)
             model = mlflow.sklearn.load_model(str(local_path))
         changes = self._prepare_model(model)
         if changes:

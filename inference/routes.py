@@ -17,6 +17,7 @@ from inference.model_holder import LoadedModel, ModelHolder
 from inference.predictor import ModelUnavailableError, Prediction, PredictionError
 from inference.schemas import (
     PREDICT_EXAMPLES,
+    BodyTooLargeResponse,
     HealthResponse,
     ModelInfo,
     PredictionFailedResponse,
@@ -91,6 +92,7 @@ def build_router(max_instances: int) -> APIRouter:
         "/predict",
         response_model=PredictResponse,
         responses={
+            413: {"model": BodyTooLargeResponse, "description": "Body over 1 KiB per allowed record (at least 1 MiB)"},
             422: {"model": ValidationErrorResponse, "description": "Invalid records: index, field and reason"},
             **UNAVAILABLE,
             500: {"model": PredictionFailedResponse, "description": "The model failed (the message names its version)"},

@@ -119,6 +119,12 @@ class UnavailableResponse(BaseModel):
     registry_state: str
 
 
+class BodyTooLargeResponse(BaseModel):
+    """HTTP 413: the body is larger than the limit derived from PREDICT_MAX_INSTANCES; it was not read."""
+
+    detail: str
+
+
 class PredictionFailedResponse(BaseModel):
     """HTTP 500: the model failed on valid records; ``detail`` names its version and the error."""
 

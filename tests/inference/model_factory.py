@@ -84,12 +84,15 @@ def register_pipeline(
     alias: str | None = "production",
     metrics: dict[str, float] | None = None,
     columns: Sequence[str] = FEATURE_COLUMNS,
+    serialization_format: str = "skops",
+    skops_trusted_types: Sequence[str] = SKOPS_TRUSTED_TYPES,
 ) -> RegisteredVersion:
     """Log ``pipeline`` in a run of experiment ``covertype``, register it and (optionally) point ``alias`` at it.
 
     Artifacts go under ``artifact_root`` (a tmp dir), never into the working directory; ``None`` leaves
     the location to a tracking server (which then serves the artifacts itself). ``columns`` are the
-    model's input columns in ``sample`` (another list only for a model that breaks the contract).
+    model's input columns in ``sample`` (another list only for a model that breaks the contract);
+    ``serialization_format`` and ``skops_trusted_types`` differ only for models the service must refuse.
     """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -106,7 +109,8 @@ def register_pipeline(
             name="model",
             signature=infer_signature(features, pipeline.predict(features)),
             input_example=features,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            serialization_format=serialization_format,
+            skops_trusted_types=list(skops_trusted_types),
             registered_model_name=model_name,
             # Explicit requirements: inferring them runs a subprocess that re-imports the model (~10 s).
             pip_requirements=PIP_REQUIREMENTS,
