@@ -22,6 +22,11 @@ from ui.presentation import cover_type_name
 
 CHUNK_SIZE = 1000
 MAX_ROWS = 50_000
+# A raw-format row of the shared data takes 46..61 bytes, so MAX_ROWS rows are about 3 MB; 10 MB leaves
+# room for CRLF line ends, spaces after commas and blank lines, and refuses a large file before it is
+# parsed (pandas needs several times a file's size to parse it).
+MAX_UPLOAD_MB = 10
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 
 
 class CsvFormatError(ValueError):
@@ -74,48 +79,81 @@ def read_raw_csv(content: bytes) -> RawCsv:
     """Read an uploaded file; ``has_label`` when it has a ``Cover_Type`` column.
 
     Accepts the 13 raw columns or the 12 feature columns, with a header (any
-    column order) or without one (raw-format order).
+    column order) or without one (raw-format order). A file over
+    ``MAX_UPLOAD_MB`` or ``MAX_ROWS`` is refused before (or while) parsing it,
+    never after: parsing costs several times the file's size in memory.
     """
     if not content.strip():
         raise CsvFormatError("the file is empty")
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(content), dtype=str, keep_default_na=False, skipinitialspace=True, skip_blank_lines=False
+    if len(content) > MAX_UPLOAD_BYTES:
+        # The uploader's own cap is enforced by the browser only; a client posting to Streamlit's
+        # upload endpoint directly is held to ``server.maxUploadSize`` alone, so check again here.
+        raise CsvFormatError(
+            f"{len(content) / 2**20:.1f} MB; the UI reads files of at most {MAX_UPLOAD_MB} MB "
+            f"(at most {MAX_ROWS:,} rows)"
         )
+    try:
+        # The first line alone: is it a header, and which columns does the file have?
+        header = [str(name).strip() for name in pd.read_csv(io.BytesIO(content), nrows=0, **_CSV_OPTIONS).columns]
+        if set(FEATURE_COLUMNS) <= set(header):
+            has_label = LABEL_COLUMN in header
+            has_header = True
+            frame = _read_rows(
+                content, header=0, names=header, keep=list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+            )
+        elif len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
+            # No header: the first line is data, in raw-format order.
+            has_label = len(header) == len(RAW_COLUMNS)
+            has_header = False
+            columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+            frame = _read_rows(content, header=None, names=columns, keep=columns)
+        else:
+            missing = [name for name in FEATURE_COLUMNS if name not in header]
+            raise CsvFormatError(
+                f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
+                f"missing {', '.join(missing)}"
+            )
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise CsvFormatError(f"not a readable CSV: {error}") from error
-    header = [str(name).strip() for name in frame.columns]
-    if set(FEATURE_COLUMNS) <= set(header):
-        frame.columns = header
-        has_label = LABEL_COLUMN in header
-        columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
-        frame = frame[columns]
-        has_header = True
-    elif len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
-        # No header: the first line is data, in raw-format order.
-        frame = pd.read_csv(
-            io.BytesIO(content),
-            dtype=str,
-            keep_default_na=False,
-            header=None,
-            skipinitialspace=True,
-            skip_blank_lines=False,
-        )
-        has_label = len(frame.columns) == len(RAW_COLUMNS)
-        frame.columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
-        has_header = False
-    else:
-        missing = [name for name in FEATURE_COLUMNS if name not in header]
-        raise CsvFormatError(
-            f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
-            f"missing {', '.join(missing)}"
-        )
-    # Blank lines are read (as empty rows) and dropped here, so that the index stays the file line
-    # minus ``first_line``: the line numbers of rejects are the ones an editor shows.
-    frame = frame[frame.apply(lambda column: column.str.strip() != "").any(axis=1)]
-    if len(frame) > MAX_ROWS:
-        raise CsvFormatError(f"{len(frame)} rows; the UI predicts at most {MAX_ROWS} rows per file")
     return RawCsv(frame=frame, has_label=has_label, has_header=has_header)
+
+
+_CSV_OPTIONS: dict[str, Any] = {
+    "dtype": str,
+    "keep_default_na": False,
+    "skipinitialspace": True,
+    # Blank lines are read (as empty rows) and dropped in ``_read_rows``, so that the index stays the
+    # file line minus ``first_line``: the line numbers of rejects are the ones an editor shows.
+    "skip_blank_lines": False,
+}
+
+
+def _read_rows(content: bytes, *, header: int | None, names: list[str], keep: list[str]) -> pd.DataFrame:
+    """The non-blank data rows, columns ``keep``; refuse the file at its ``MAX_ROWS + 1``-th row.
+
+    Rows are read in pieces of at most the rows still allowed, so no more than
+    ``MAX_ROWS + 1`` non-blank rows are ever parsed: the rest of an oversized
+    file is neither parsed nor held as a frame. ``names`` are the file's
+    columns (its header, stripped, or the raw-format names).
+    """
+    pieces: list[pd.DataFrame] = []
+    rows = 0
+    with pd.read_csv(io.BytesIO(content), header=header, iterator=True, **_CSV_OPTIONS) as reader:
+        while rows <= MAX_ROWS:
+            try:
+                piece = reader.get_chunk(MAX_ROWS + 1 - rows)
+            except StopIteration:
+                break
+            if piece.empty:
+                break
+            piece.columns = names
+            piece = piece[keep]
+            piece = piece[piece.apply(lambda column: column.str.strip() != "").any(axis=1)]
+            rows += len(piece)
+            pieces.append(piece)
+    if rows > MAX_ROWS:
+        raise CsvFormatError(f"more than {MAX_ROWS:,} rows; the UI predicts at most {MAX_ROWS:,} rows per file")
+    return pd.concat(pieces) if pieces else pd.DataFrame(columns=keep, dtype=str)
 
 
 def validate_rows(

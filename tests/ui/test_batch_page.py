@@ -10,7 +10,15 @@ import pytest
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
 from tests.ui import backends
 from tests.ui.apptest import open_page, texts
-from ui.batch_predict import CsvFormatError, read_raw_csv, refused_indices, validate_rows
+from ui.batch_predict import (
+    MAX_ROWS,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_MB,
+    CsvFormatError,
+    read_raw_csv,
+    refused_indices,
+    validate_rows,
+)
 from ui.clients.errors import InvalidInput
 from ui.clients.inference import InferenceClient
 from ui.examples import EXAMPLES
@@ -127,3 +135,59 @@ def test_line_numbers_of_rejects_count_blank_lines_as_an_editor_does(shared_fram
     good_rows, rejected = validate_rows(raw.frame, raw.first_line)
     assert [line for line, _ in good_rows] == [3, 7]
     assert [(item.line, item.reason) for item in rejected] == [(6, "unknown_category")]
+
+
+def _rows(frame: pd.DataFrame, count: int) -> list[bytes]:
+    """``count`` data lines of the raw format (the real rows repeated), without a header."""
+    lines = _csv(frame, header=False).splitlines()
+    return [lines[index % len(lines)] for index in range(count)]
+
+
+def test_the_upload_is_capped_near_the_row_limit_not_at_streamlits_200_mb(shared_frame) -> None:
+    """The widget's cap (enforced by the browser) is the page's, sized to hold MAX_ROWS real rows with room to spare."""
+    app = open_page("batch")
+    assert app.file_uploader(key="batch_file").proto.max_upload_size_mb == MAX_UPLOAD_MB
+    longest = max(len(line) + 2 for line in _rows(shared_frame, len(shared_frame)))  # CRLF line ends
+    assert 2 * longest * MAX_ROWS < MAX_UPLOAD_BYTES < 200 * 1024 * 1024
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed() -> None:
+    """Streamlit's upload endpoint only holds a client to ``server.maxUploadSize``: the reader checks again."""
+    content = ",".join(FEATURE_COLUMNS).encode() + b"\n" + b"garbage\n" * (MAX_UPLOAD_BYTES // 8 + 1)
+    with pytest.raises(CsvFormatError, match=f"at most {MAX_UPLOAD_MB} MB"):
+        read_raw_csv(content)
+
+
+def test_a_file_over_the_row_limit_is_refused_on_the_page(shared_frame) -> None:
+    header = ",".join(shared_frame.columns).encode()
+    content = b"\n".join([header, *_rows(shared_frame, MAX_ROWS + 1), b""])
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("big.csv", content, "text/csv").run()
+    [error] = texts(app.error)
+    assert "big.csv" in error
+    assert f"more than {MAX_ROWS:,} rows" in error
+    assert not app.dataframe
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_the_reader_stops_at_the_row_after_the_limit(shared_frame, header: bool) -> None:
+    """Lines past row MAX_ROWS + 1 are never parsed: garbage there (a parse error if read) goes unreported."""
+    garbage = b",".join([b"1"] * 40)  # too many fields: pandas would refuse the whole file
+    lines = [*_rows(shared_frame, MAX_ROWS + 1), garbage, garbage]
+    if header:
+        lines.insert(0, ",".join(shared_frame.columns).encode())
+    with pytest.raises(CsvFormatError, match=f"more than {MAX_ROWS:,} rows"):
+        read_raw_csv(b"\n".join(lines))
+    # The same garbage within the limit is read, and refused as such.
+    with pytest.raises(CsvFormatError, match="not a readable CSV"):
+        read_raw_csv(b"\n".join([*lines[: 1 + int(header)], garbage]))
+
+
+def test_blank_lines_do_not_count_towards_the_row_limit(shared_frame) -> None:
+    """MAX_ROWS rows with blank lines among them are accepted; line numbers still count the blank lines."""
+    rows = _rows(shared_frame, MAX_ROWS)
+    content = b"\n".join([",".join(shared_frame.columns).encode(), b"", *rows[:10], b"", b"  ", *rows[10:], b""])
+    raw = read_raw_csv(content)
+    assert len(raw.frame) == MAX_ROWS
+    assert raw.frame.index[0] + raw.first_line == 3
+    assert raw.frame.index[-1] + raw.first_line == MAX_ROWS + 4

@@ -6,7 +6,15 @@ import streamlit as st
 
 from covertype.schema import FEATURE_COLUMNS, RAW_COLUMNS
 from ui import services
-from ui.batch_predict import BatchOutcome, CsvFormatError, agreement, predict_csv, read_raw_csv
+from ui.batch_predict import (
+    MAX_ROWS,
+    MAX_UPLOAD_MB,
+    BatchOutcome,
+    CsvFormatError,
+    agreement,
+    predict_csv,
+    read_raw_csv,
+)
 from ui.clients.errors import ServiceError
 
 KEY = "batch_"
@@ -41,9 +49,11 @@ def render() -> None:
         "Upload a raw-format CSV: the 13 columns of the data API with a header "
         f"(`{','.join(RAW_COLUMNS)}`), or the {len(FEATURE_COLUMNS)} feature columns only. "
         "Rows are checked here first; only valid rows go to the inference service, the others are listed "
-        "with the reason."
+        f"with the reason. At most {MAX_ROWS:,} rows ({MAX_UPLOAD_MB} MB) per file."
     )
-    upload = st.file_uploader("Raw-format CSV", type=["csv"], key=f"{KEY}file")
+    # The cap is sized to the row limit, so that a far larger file is stopped in the browser (Streamlit's
+    # default is 200 MB); ``read_raw_csv`` checks the size again for clients that bypass the browser.
+    upload = st.file_uploader("Raw-format CSV", type=["csv"], max_upload_size=MAX_UPLOAD_MB, key=f"{KEY}file")
     if upload is None:
         st.info("No file uploaded yet.")
         return
