@@ -49,6 +49,7 @@ from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from covertype.model_safety import UnsafeModelError, load_checked_model
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from covertype.training import (
     SKOPS_TRUSTED_TYPES,
@@ -342,12 +343,12 @@ def _holdout_uri_of_version(client: Any, model_name: str, version: str) -> str:
 
 
 def _macro_f1_of(model_uri: str, evaluation: pd.DataFrame) -> float:
-    return score(mlflow.sklearn.load_model(model_uri), evaluation).macro_f1
+    return score(load_checked_model(model_uri), evaluation).macro_f1
 
 
 # Errors that say a model's files are gone or cannot be read by this code, whatever is retried:
 # missing files or registry entries, an import or attribute a pickled/skops class needs, a truncated
-# or corrupted file, a type skops does not trust.
+# or corrupted file, a type skops does not trust, a model this project refuses to deserialize.
 _UNREADABLE_MODEL_ERRORS = (
     FileNotFoundError,
     ImportError,
@@ -356,6 +357,7 @@ _UNREADABLE_MODEL_ERRORS = (
     pickle.UnpicklingError,
     zipfile.BadZipFile,
     UntrustedTypesFoundException,
+    UnsafeModelError,  # a pickle, or types this project does not trust: never loaded, so never scored
 )
 
 
@@ -376,7 +378,7 @@ def _decide(
         return decide_promotion(challenger_f1, None, None)
     champion_uri = _holdout_uri_of_version(client, model_name, champion_version)
     try:
-        champion_model = mlflow.sklearn.load_model(champion_uri)
+        champion_model = load_checked_model(champion_uri)
     except Exception as error:
         if not is_broken_model_error(error):
             # A timeout, an outage or memory: say which model, and let the task's retries try again.

@@ -15,6 +15,7 @@ import subprocess
 import time
 from typing import Any
 
+import jwt
 import pytest
 
 from covertype.schema import FEATURE_COLUMNS, NUMERIC_COLUMN_NAMES
@@ -291,6 +292,28 @@ def test_mlflow_answers_a_browser_on_another_machine_when_configured(stack: Stac
 
     assert search_from(REMOTE_ADDRESS) == 200
     assert search_from("198.51.100.9") == 403  # an address not configured: MLflow's protection stays on
+
+
+# The JWT secret .env used to commit (so it is public): a stack must never accept it.
+PUBLISHED_JWT_SECRET = "Zxa56ESPsfp6IA1dfFoGZbcdBoBPNOcibBQRXjnq0YbQWCPijtHjKYYyNdqy1XeS"
+
+
+def test_airflow_refuses_a_token_signed_with_a_known_secret(stack: Stack) -> None:
+    """airflow-init generated this stack's own JWT secret: a token forged with a known one is refused."""
+    token = airflow_headers(stack)["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    algorithm = jwt.get_unverified_header(token)["alg"]
+    generated = stack.compose.run("exec", "-T", "airflow-apiserver", "cat", "/opt/airflow/auth/jwt_secret").stdout
+    assert len(generated.strip()) >= 64
+    assert generated.strip() != PUBLISHED_JWT_SECRET
+    dags = stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}")
+
+    def status_with(secret: str) -> int:
+        forged = jwt.encode(claims, secret, algorithm=algorithm)
+        return http("GET", dags, headers={"Authorization": f"Bearer {forged}"}).status
+
+    assert status_with(generated.strip()) == 200  # the claims are what Airflow accepts...
+    assert status_with(PUBLISHED_JWT_SECRET) == 403  # ...but not signed with a secret others know
 
 
 def test_ui_answers(stack: Stack) -> None:

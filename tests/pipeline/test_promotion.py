@@ -322,3 +322,25 @@ def test_only_errors_of_the_model_itself_count_as_a_broken_version(
     assert not tracking.is_broken_model_error(outage), outage
     assert not tracking.is_broken_model_error(MemoryError())
     assert not tracking.is_broken_model_error(TimeoutError("read timed out"))
+
+
+def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """Loading a pickle can run any code: the pipeline refuses it (covertype.model_safety) like a broken model."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=9)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    with mlflow.start_run():
+        pickled = mlflow.sklearn.log_model(outcome.holdout_model, name="model", serialization_format="cloudpickle")
+    version = mlflow.register_model(pickled.model_uri, "covertype")  # no hold-out tag: scored itself
+    client.set_registered_model_alias("covertype", "production", version.version)
+
+    result = tracking.register_and_promote(
+        _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
+    )
+
+    assert (result.promoted, result.reason, result.champion_version) == (True, "champion_unloadable", "1")
+    tags = client.get_model_version("covertype", result.version).tags
+    assert tags["champion_error"].startswith("UnsafeModelError: the model is saved as 'cloudpickle'")
