@@ -52,4 +52,5 @@ airflow db migrate
 chown -R 50000:0 "${AIRFLOW_HOME}/logs" "$(dirname "${passwords_file}")"
 chmod -R u+rwX,g+rwX "${AIRFLOW_HOME}/logs" "$(dirname "${passwords_file}")"
 chmod 660 "${passwords_file}"
+chmod 640 "${auth_dir}/jwt_secret" "${auth_dir}/api_secret_key" "${auth_dir}/fernet_key"
 echo "airflow-init: done (user ${AIRFLOW_USERNAME}, logs and auth owned by 50000:0)"

@@ -9,6 +9,7 @@ to the rejects with the service's own reason and the rest are sent again.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,12 @@ MAX_ROWS = 50_000
 # parsed (pandas needs several times a file's size to parse it).
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
+# Lines of a file, blank ones included, checked before parsing: with room for blank lines, but a
+# file of millions of empty lines (well under MAX_UPLOAD_MB) is refused rather than read.
+MAX_LINES = 2 * MAX_ROWS
+# Lines parsed per piece: a fixed size, so that the number of parser calls does not grow with blank
+# lines; at most this many lines past the row limit are ever parsed.
+PIECE_LINES = 5_000
 
 
 class CsvFormatError(ValueError):
@@ -92,36 +99,48 @@ def read_raw_csv(content: bytes) -> RawCsv:
             f"{len(content) / 2**20:.1f} MB; the UI reads files of at most {MAX_UPLOAD_MB} MB "
             f"(at most {MAX_ROWS:,} rows)"
         )
+    lines = content.count(b"\n") + (not content.endswith(b"\n"))
+    if lines > MAX_LINES + 1:  # + 1: a header
+        raise CsvFormatError(
+            f"{lines:,} lines; the UI reads files of at most {MAX_LINES:,} lines (at most {MAX_ROWS:,} rows)"
+        )
     try:
-        # The first line alone: is it a header, and which columns does the file have?
-        header = [str(name).strip() for name in pd.read_csv(io.BytesIO(content), nrows=0, **_CSV_OPTIONS).columns]
-        if set(FEATURE_COLUMNS) <= set(header):
-            has_label = LABEL_COLUMN in header
-            has_header = True
-            frame = _read_rows(
-                content, header=0, names=header, keep=list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
-            )
-        elif len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
-            # No header: the first line is data, in raw-format order.
-            has_label = len(header) == len(RAW_COLUMNS)
-            has_header = False
-            columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
-            frame = _read_rows(content, header=None, names=columns, keep=columns)
-        else:
-            missing = [name for name in FEATURE_COLUMNS if name not in header]
-            raise CsvFormatError(
-                f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
-                f"missing {', '.join(missing)}"
-            )
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        with warnings.catch_warnings():
+            # pandas only warns when a row has more fields than the header, and drops the extra ones.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return _read_csv(content)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CsvFormatError(f"not a readable CSV: {error}") from error
-    return RawCsv(frame=frame, has_label=has_label, has_header=has_header)
+
+
+def _read_csv(content: bytes) -> RawCsv:
+    """The header decision and the rows, for ``read_raw_csv`` (which maps pandas' errors to ``CsvFormatError``)."""
+    # The first line alone: is it a header, and which columns does the file have?
+    header = [str(name).strip() for name in pd.read_csv(io.BytesIO(content), nrows=0, **_CSV_OPTIONS).columns]
+    if set(FEATURE_COLUMNS) <= set(header):
+        has_label = LABEL_COLUMN in header
+        keep = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+        frame = _read_rows(content, header=0, names=header, keep=keep)
+        return RawCsv(frame=frame, has_label=has_label, has_header=True)
+    if len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
+        # No header: the first line is data, in raw-format order.
+        has_label = len(header) == len(RAW_COLUMNS)
+        columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
+        frame = _read_rows(content, header=None, names=columns, keep=columns)
+        return RawCsv(frame=frame, has_label=has_label, has_header=False)
+    missing = [name for name in FEATURE_COLUMNS if name not in header]
+    raise CsvFormatError(
+        f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "
+        f"missing {', '.join(missing)}"
+    )
 
 
 _CSV_OPTIONS: dict[str, Any] = {
     "dtype": str,
     "keep_default_na": False,
     "skipinitialspace": True,
+    # Never take a column as the index: a first row with one field too many would shift every column.
+    "index_col": False,
     # Blank lines are read (as empty rows) and dropped in ``_read_rows``, so that the index stays the
     # file line minus ``first_line``: the line numbers of rejects are the ones an editor shows.
     "skip_blank_lines": False,
@@ -129,19 +148,20 @@ _CSV_OPTIONS: dict[str, Any] = {
 
 
 def _read_rows(content: bytes, *, header: int | None, names: list[str], keep: list[str]) -> pd.DataFrame:
-    """The non-blank data rows, columns ``keep``; refuse the file at its ``MAX_ROWS + 1``-th row.
+    """The non-blank data rows, columns ``keep``; refuse the file once it has more than ``MAX_ROWS``.
 
-    Rows are read in pieces of at most the rows still allowed, so no more than
-    ``MAX_ROWS + 1`` non-blank rows are ever parsed: the rest of an oversized
-    file is neither parsed nor held as a frame. ``names`` are the file's
-    columns (its header, stripped, or the raw-format names).
+    Lines are read in pieces of ``PIECE_LINES``, so at most one piece past the
+    limit is ever parsed: the rest of an oversized file is neither parsed nor
+    held as a frame. (Pieces of "the rows still allowed" would be a piece per
+    line near the limit, and a file padded with blank lines would take hours.)
+    ``names`` are the file's columns (its header, stripped, or the raw-format names).
     """
     pieces: list[pd.DataFrame] = []
     rows = 0
     with pd.read_csv(io.BytesIO(content), header=header, iterator=True, **_CSV_OPTIONS) as reader:
         while rows <= MAX_ROWS:
             try:
-                piece = reader.get_chunk(MAX_ROWS + 1 - rows)
+                piece = reader.get_chunk(PIECE_LINES)
             except StopIteration:
                 break
             if piece.empty:

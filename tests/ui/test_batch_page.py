@@ -11,9 +11,11 @@ from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
 from tests.ui import backends
 from tests.ui.apptest import open_page, texts
 from ui.batch_predict import (
+    MAX_LINES,
     MAX_ROWS,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_MB,
+    PIECE_LINES,
     CsvFormatError,
     read_raw_csv,
     refused_indices,
@@ -170,10 +172,10 @@ def test_a_file_over_the_row_limit_is_refused_on_the_page(shared_frame) -> None:
 
 
 @pytest.mark.parametrize("header", [True, False])
-def test_the_reader_stops_at_the_row_after_the_limit(shared_frame, header: bool) -> None:
-    """Lines past row MAX_ROWS + 1 are never parsed: garbage there (a parse error if read) goes unreported."""
+def test_the_reader_stops_one_piece_after_the_limit(shared_frame, header: bool) -> None:
+    """Lines a piece past row MAX_ROWS + 1 are never parsed: garbage there (a parse error if read) goes unreported."""
     garbage = b",".join([b"1"] * 40)  # too many fields: pandas would refuse the whole file
-    lines = [*_rows(shared_frame, MAX_ROWS + 1), garbage, garbage]
+    lines = [*_rows(shared_frame, MAX_ROWS + PIECE_LINES), garbage, garbage]
     if header:
         lines.insert(0, ",".join(shared_frame.columns).encode())
     with pytest.raises(CsvFormatError, match=f"more than {MAX_ROWS:,} rows"):
@@ -181,6 +183,32 @@ def test_the_reader_stops_at_the_row_after_the_limit(shared_frame, header: bool)
     # The same garbage within the limit is read, and refused as such.
     with pytest.raises(CsvFormatError, match="not a readable CSV"):
         read_raw_csv(b"\n".join([*lines[: 1 + int(header)], garbage]))
+
+
+def test_a_file_of_blank_lines_is_refused_before_it_is_parsed() -> None:
+    """Millions of empty lines fit in MAX_UPLOAD_MB; read a few at a time they would cost hours of CPU."""
+    # The message comes from counting the lines, before any parsing.
+    with pytest.raises(CsvFormatError, match=f"the UI reads files of at most {MAX_LINES:,} lines"):
+        read_raw_csv(b"2596,51,3,258,0,510,221,232,148,6279,Rawah,C7745,5\n" + b"\n" * (MAX_UPLOAD_BYTES - 100))
+
+
+def test_blank_lines_after_the_last_row_are_read_in_pieces(shared_frame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_ROWS rows then as many blank lines as allowed: accepted, in a bounded number of parser calls.
+
+    (Pieces sized by the rows still allowed were one line each near the limit: a call per blank line.)
+    """
+    calls = []
+    get_chunk = pd.io.parsers.TextFileReader.get_chunk
+
+    def counted(reader: pd.io.parsers.TextFileReader, size: int | None = None) -> pd.DataFrame:
+        calls.append(size)
+        return get_chunk(reader, size)
+
+    monkeypatch.setattr(pd.io.parsers.TextFileReader, "get_chunk", counted)
+    content = b"\n".join([*_rows(shared_frame, MAX_ROWS), *([b""] * (MAX_LINES - MAX_ROWS))])
+    raw = read_raw_csv(content)
+    assert len(raw.frame) == MAX_ROWS
+    assert len(calls) <= MAX_LINES // PIECE_LINES + 2, len(calls)
 
 
 def test_blank_lines_do_not_count_towards_the_row_limit(shared_frame) -> None:
@@ -191,3 +219,13 @@ def test_blank_lines_do_not_count_towards_the_row_limit(shared_frame) -> None:
     assert len(raw.frame) == MAX_ROWS
     assert raw.frame.index[0] + raw.first_line == 3
     assert raw.frame.index[-1] + raw.first_line == MAX_ROWS + 4
+
+
+def test_a_row_with_a_field_too_many_or_a_file_of_only_a_bom_is_refused(shared_frame) -> None:
+    """Not read with the first column as the index (shifting every column), nor an uncaught pandas error."""
+    header = ",".join(shared_frame.columns).encode()
+    rows = _rows(shared_frame, 3)
+    with pytest.raises(CsvFormatError, match="not a readable CSV"):
+        read_raw_csv(b"\n".join([header, rows[0] + b",7", *rows[1:]]))
+    with pytest.raises(CsvFormatError):
+        read_raw_csv(b"\xef\xbb\xbf\n")
