@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
 
@@ -53,6 +55,17 @@ def test_recall_of_cover_types_absent_from_the_evaluation_set_is_left_out(ui_env
         "(none logged for Ponderosa Pine, Cottonwood/Willow, Douglas-fir, Krummholz: not in the evaluation set)"
     )
     assert {metric.label: metric.value for metric in app.metric}["macro_f1"] == "0.800"
+
+
+def test_a_nan_metric_is_shown_as_a_dash_not_nan(ui_env, tmp_path) -> None:
+    metrics = {**backends.training_metrics(0.8, 1000, 1), "macro_f1": math.nan}
+    tracking_uri, _ = backends.build_registry_store(tmp_path, metrics)
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    app = open_page("models")
+    assert not app.error, texts(app.error)
+    shown = {metric.label: metric.value for metric in app.metric}
+    assert (shown["macro_f1"], shown["accuracy"]) == ("—", "0.810")
+    assert all(str(metric.value).lower() != "nan" for metric in app.metric)
 
 
 def test_empty_store_says_no_production_model_yet(ui_env, tmp_path) -> None:

@@ -8,6 +8,7 @@ so the retry count and timeout are lowered unless the environment sets them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -65,6 +66,11 @@ class ExperimentOverview:
     experiment_id: str | None
     runs: list[TrainingRun]
     production: ProductionModel | None
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics with a number to show: a NaN (e.g. an unscored challenger) or infinity is left out, shown as "—"."""
+    return {name: value for name, value in metrics.items() if math.isfinite(value)}
 
 
 def _from_millis(value: int | None) -> datetime | None:
@@ -135,7 +141,7 @@ class TrackingClient:
                 run_name=run.info.run_name or run.info.run_id[:8],
                 status=run.info.status,
                 started_at=_from_millis(run.info.start_time),
-                metrics=dict(run.data.metrics),
+                metrics=_finite(run.data.metrics),
                 tags={key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")},
                 model_versions=tuple(sorted(versions_by_run.get(run.info.run_id, []), key=int)),
             )
@@ -158,7 +164,7 @@ class TrackingClient:
         metrics: dict[str, float] = {}
         if version.run_id:
             try:
-                metrics = dict(self._client.get_run(version.run_id).data.metrics)
+                metrics = _finite(self._client.get_run(version.run_id).data.metrics)
             except Exception as error:
                 raise self._fail(f"read run {version.run_id}", error) from error
         return ProductionModel(
