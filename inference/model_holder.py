@@ -22,13 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
-import mlflow.sklearn
 import skops.io  # noqa: F401 - imported at start-up (seconds on a busy machine), not inside the first model load
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from covertype.model_safety import check_safe_to_load
+from covertype.model_safety import load_checked_dir
 from inference.model_call import check_predicts
 from inference.serving import prepare_for_serving
 
@@ -295,9 +294,9 @@ class ModelHolder:
                 )
             )
             artifact_bytes = _directory_bytes(local_path)
-            # Before anything is deserialized: the model's own MLmodel must not choose pickle or extra trusted types.
-            check_safe_to_load(local_path)
-            model = mlflow.sklearn.load_model(str(local_path))
+            # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra
+            # trusted types.
+            model = load_checked_dir(local_path)
         changes = self._prepare_model(model)
         if changes:
             logger.info("version %s prepared for serving: %s", version, "; ".join(changes))

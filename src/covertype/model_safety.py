@@ -10,8 +10,9 @@ models trusting ``covertype.training.SKOPS_TRUSTED_TYPES``
 (``covertype.tracking``), so anything else is refused here, before a byte of
 the model file is deserialized.
 
-``check_safe_to_load`` checks a downloaded model directory; ``load_checked_model``
-downloads, checks and loads, for callers that do not download themselves.
+``check_safe_to_load`` checks a downloaded model directory; ``load_checked_dir``
+checks and loads one; ``load_checked_model`` downloads first, for callers that
+do not download themselves.
 """
 
 from __future__ import annotations
@@ -64,16 +65,20 @@ def load_checked_model(model_uri: str, *, tracking_uri: str | None = None) -> An
     """
     local = Path(model_uri)
     if local.is_dir():
-        check_safe_to_load(local)
-        return mlflow.sklearn.load_model(str(local))
+        return load_checked_dir(local)
     with tempfile.TemporaryDirectory(prefix="covertype-model-") as download_dir:
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=model_uri, dst_path=download_dir, tracking_uri=tracking_uri
             )
         )
-        check_safe_to_load(local)
-        return mlflow.sklearn.load_model(str(local))
+        return load_checked_dir(local)
+
+
+def load_checked_dir(local_model_dir: Path) -> Any:
+    """``check_safe_to_load``, then ``mlflow.sklearn.load_model``: the one place a checked model is loaded."""
+    check_safe_to_load(local_model_dir)
+    return mlflow.sklearn.load_model(str(local_model_dir))
 
 
 def _check_format(flavor: dict[str, Any]) -> None:
