@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +63,8 @@ class LoadedModel:
     artifact_bytes: int
     metrics: dict[str, float]
     run_tags: dict[str, str]
+    # False while the run could not be read: the watcher reads it again on its next checks.
+    run_read: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class ModelHolder:
         # The run too: a model deleted and registered again starts over at version 1 with another run.
         target = (str(version.version), version.run_id)
         if served is not None and (served.version, served.run_id) == target:
+            if not served.run_read:
+                self._read_run_again(served)
             self._set_status(self._serving_message(served), now, success=True)
             return False
         if target == self._failed and now < self._retry_failed_after and not force:
@@ -305,7 +309,8 @@ class ModelHolder:
             raise TypeError(f"version {version} is a {type(model).__name__} without predict_proba/classes_")
         # Before the swap, through the requests' own code path: a version that cannot predict is a failed load.
         check_predicts(model, classes)
-        metrics, tags = self._run_metrics_and_tags(version, run_id)
+        run_data = self._run_metrics_and_tags(version, run_id)
+        metrics, tags = run_data or ({}, {})
         return LoadedModel(
             name=self.model_name,
             alias=self.model_alias,
@@ -318,10 +323,13 @@ class ModelHolder:
             artifact_bytes=artifact_bytes,
             metrics=metrics,
             run_tags=tags,
+            run_read=run_data is not None,
         )
 
-    def _run_metrics_and_tags(self, version: str, run_id: str | None) -> tuple[dict[str, float], dict[str, str]]:
-        """The run's metrics and its own (non-``mlflow.``) tags, or none when the run cannot be read.
+    def _run_metrics_and_tags(
+        self, version: str, run_id: str | None, *, warn: bool = True
+    ) -> tuple[dict[str, float], dict[str, str]] | None:
+        """The run's metrics and its own (non-``mlflow.``) tags; None when the run cannot be read.
 
         They are only reported by ``/model``: a run garbage-collected after its
         model was registered, or a transient error, must not keep a model that
@@ -332,16 +340,32 @@ class ModelHolder:
         try:
             run = self._client.get_run(run_id)
         except Exception as error:
-            logger.warning(
-                "run %s of version %s could not be read (%s: %s); serving the version without run metrics and tags",
-                run_id,
-                version,
-                type(error).__name__,
-                error,
-            )
-            return {}, {}
+            if warn:
+                logger.warning(
+                    "run %s of version %s could not be read (%s: %s); serving the version without run metrics "
+                    "and tags until a later check reads it",
+                    run_id,
+                    version,
+                    type(error).__name__,
+                    error,
+                )
+            return None
         tags = {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")}
         return dict(run.data.metrics), tags
+
+    def _read_run_again(self, served: LoadedModel) -> None:
+        """After a transient error, report the served version's metrics and tags once its run can be read.
+
+        Only the reported fields change: the same model object keeps serving,
+        so this is not a swap. A purged run stays unread (quietly: the first
+        failure was logged).
+        """
+        run_data = self._run_metrics_and_tags(served.version, served.run_id, warn=False)
+        if run_data is None:
+            return
+        metrics, tags = run_data
+        self._current = replace(served, metrics=metrics, run_tags=tags, run_read=True)
+        logger.info("run %s of version %s read: its metrics and tags are reported", served.run_id, served.version)
 
     def start_watcher(self) -> None:
         """Check the alias every ``poll_interval_s`` seconds in a daemon thread."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -310,3 +311,38 @@ def test_a_version_whose_run_was_garbage_collected_is_served_without_run_metrics
 
     [warning] = [record.getMessage() for record in caplog.records if record.name == "inference.model_holder"]
     assert f"run {version.run_id} of version {version.version} could not be read (MlflowException: " in warning
+
+
+def test_run_metrics_that_could_not_be_read_at_load_are_reported_once_the_run_is_readable(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    version = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    tracking = MlflowClient(tracking_uri=store.tracking_uri)
+    tracking.set_tag(version.run_id, "dag_run_id", "manual__1")
+    run_metrics = tracking.get_run(version.run_id).data.metrics
+    assert run_metrics, "the registered run should have metrics to report"
+    database = store.root / "mlflow.db"
+    # The run table out of reach while the model loads: the registry (aliases, versions) still answers.
+    with sqlite3.connect(database) as connection:
+        connection.execute("ALTER TABLE runs RENAME TO runs_unreachable")
+    with (
+        caplog.at_level(logging.INFO, logger="inference.model_holder"),
+        TestClient(create_app(store.settings())) as client,
+    ):
+        info = client.get("/model").json()
+        assert (info["version"], info["metrics"], info["tags"]) == (version.version, {}, {})
+        assert client.post("/model/reload").json()["swapped"] is False
+        assert client.get("/model").json()["metrics"] == {}, "still unreadable: nothing to report yet"
+
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE runs_unreachable RENAME TO runs")
+        served_model = client.app.state.holder.current.model
+        assert client.post("/model/reload").json()["swapped"] is False
+        info = client.get("/model").json()
+        assert info["metrics"] == run_metrics
+        assert info["tags"] == {"dag_run_id": "manual__1"}
+        assert client.app.state.holder.current.model is served_model, "the same model object keeps serving"
+
+    messages = [record.getMessage() for record in caplog.records if record.name == "inference.model_holder"]
+    assert sum("could not be read" in message for message in messages) == 1, messages
+    assert f"run {version.run_id} of version {version.version} read: its metrics and tags are reported" in messages
