@@ -36,6 +36,16 @@ class UnsafeModelError(ValueError):
     """A model whose MLmodel asks for a deserialization this project does not allow."""
 
 
+class UnreadableModelError(ValueError):
+    """A model whose downloaded files cannot be read or deserialized: the model itself is broken.
+
+    Raised for any error after the download (a corrupted or truncated file, a
+    missing member, a newer skops protocol, an import the model needs), so that
+    callers can tell a broken model from an outage of the registry or the
+    artifact store, which fails the download instead and may pass.
+    """
+
+
 def check_safe_to_load(local_model_dir: Path, trusted_types: Iterable[str] = SKOPS_TRUSTED_TYPES) -> None:
     """Raise ``UnsafeModelError`` unless the model in ``local_model_dir`` is one this project would have logged.
 
@@ -76,9 +86,18 @@ def load_checked_model(model_uri: str, *, tracking_uri: str | None = None) -> An
 
 
 def load_checked_dir(local_model_dir: Path) -> Any:
-    """``check_safe_to_load``, then ``mlflow.sklearn.load_model``: the one place a checked model is loaded."""
-    check_safe_to_load(local_model_dir)
-    return mlflow.sklearn.load_model(str(local_model_dir))
+    """``check_safe_to_load``, then ``mlflow.sklearn.load_model``: the one place a checked model is loaded.
+
+    Everything here reads local files, so any failure but memory is the
+    model's own: ``UnsafeModelError`` as it is, anything else as ``UnreadableModelError``.
+    """
+    try:
+        check_safe_to_load(local_model_dir)
+        return mlflow.sklearn.load_model(str(local_model_dir))
+    except (UnsafeModelError, MemoryError):
+        raise
+    except Exception as error:
+        raise UnreadableModelError(f"{type(error).__name__}: {error}") from error
 
 
 def _check_format(flavor: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from covertype.model_safety import UnsafeModelError, load_checked_model
+from covertype.model_safety import UnreadableModelError, UnsafeModelError, load_checked_model
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from covertype.training import (
     SKOPS_TRUSTED_TYPES,
@@ -347,10 +347,12 @@ def _macro_f1_of(model_uri: str, evaluation: pd.DataFrame) -> float:
 
 
 # Errors that say a model's files are gone or cannot be read by this code, whatever is retried:
-# missing files or registry entries, an import or attribute a pickled/skops class needs, a truncated
-# or corrupted file, a type skops does not trust, a model this project refuses to deserialize.
+# missing files or registry entries, any failure to read the downloaded files (load_checked_dir wraps
+# those: a truncated or corrupted file, a missing member, an import a skops class needs), a model this
+# project refuses to deserialize; the raw types too, for callers that load without covertype.model_safety.
 _UNREADABLE_MODEL_ERRORS = (
     FileNotFoundError,
+    UnreadableModelError,
     ImportError,
     AttributeError,
     EOFError,

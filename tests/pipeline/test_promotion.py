@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -17,6 +18,7 @@ from mlflow import MlflowClient
 
 from covertype import tracking, training
 from covertype.loopback import free_port
+from covertype.model_safety import UnreadableModelError, load_checked_model
 from covertype.tracking import decide_promotion
 
 FAST = training.TrainingConfig.fast()
@@ -248,7 +250,7 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
     assert broken.holdout_model_uri in caplog.text
     version = client.get_model_version("covertype", "2")
     assert version.tags["promotion_reason"] == "champion_unloadable"
-    assert version.tags["champion_error"].startswith(("MlflowException", "OSError", "FileNotFoundError"))
+    assert version.tags["champion_error"].startswith(("MlflowException", "OSError", "UnreadableModelError"))
     assert client.get_run(challenger.run_id).data.tags["champion_error"] == version.tags["champion_error"]
     # A version that cannot be scored is never the reason to skip a healthy challenger: the next run
     # compares against version 2 as usual.
@@ -256,6 +258,50 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
         _log(outcome, "run-3"), evaluation, model_name="covertype", alias="production"
     )
     assert (again.reason, again.champion_version) == ("tie", "2")
+
+
+def _rewrite_skops_members(model_uri: str, change: Callable[[dict[str, bytes]], None]) -> None:
+    """Damage the logged model's skops zip in place (its members edited), as a bad copy or disk would."""
+    model = mlflow.get_logged_model(model_uri.removeprefix("models:/"))
+    [archive] = Path(urlparse(model.artifact_location).path).glob("*.skops")
+    with zipfile.ZipFile(archive) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    change(members)
+    with zipfile.ZipFile(archive, "w") as target:
+        for name, content in members.items():
+            target.writestr(name, content)
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (lambda members: members.update({"schema.json": b"{not json"}), "JSONDecodeError"),
+        (lambda members: members.pop("schema.json"), "KeyError"),
+    ],
+    ids=["schema-not-json", "schema-missing"],
+)
+def test_a_production_version_whose_file_is_corrupted_is_replaced(
+    mlflow_store: str, shared_observations: pd.DataFrame, damage: Callable[[dict[str, bytes]], None], cause: str
+) -> None:
+    """Not only truncation: any model file that cannot be read after the download is the model's own fault."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=8)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    corrupted = _log(outcome, "run-1")
+    tracking.register_and_promote(corrupted, evaluation, model_name="covertype", alias="production")
+    _rewrite_skops_members(corrupted.holdout_model_uri, damage)
+
+    error = _error_of(lambda: load_checked_model(corrupted.holdout_model_uri))
+    assert isinstance(error, UnreadableModelError), repr(error)
+    assert tracking.is_broken_model_error(error)
+    result = tracking.register_and_promote(
+        _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
+    )
+    assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
+    assert client.get_model_version("covertype", "2").tags["champion_error"].startswith(
+        f"UnreadableModelError: {cause}"
+    )
 
 
 def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, shared_observations: pd.DataFrame) -> None:
