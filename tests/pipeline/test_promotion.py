@@ -299,8 +299,8 @@ def test_a_production_version_whose_file_is_corrupted_is_replaced(
         _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
     )
     assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
-    assert client.get_model_version("covertype", "2").tags["champion_error"].startswith(
-        f"UnreadableModelError: {cause}"
+    assert (
+        client.get_model_version("covertype", "2").tags["champion_error"].startswith(f"UnreadableModelError: {cause}")
     )
 
 
