@@ -131,6 +131,7 @@ class ModelHolder:
         # The (version, run) that last failed to load, and when the watcher may try it again.
         self._failed: tuple[str, str | None] | None = None
         self._failed_attempts = 0
+        self._failed_message = ""
         self._retry_failed_after = datetime.min.replace(tzinfo=UTC)
 
     @property
@@ -193,7 +194,9 @@ class ModelHolder:
             self._set_status(self._serving_message(served), now, success=True)
             return False
         if target == self._failed and now < self._retry_failed_after and not force:
-            return False  # the status still says why it failed
+            # The registry answered: report the failed load again, not whatever a check in between found.
+            self._set_status((RegistryState.LOAD_FAILED, self._failed_message), now)
+            return False
         try:
             loaded = self._load(str(version.version), version.run_id)
         except Exception as error:
@@ -207,6 +210,7 @@ class ModelHolder:
                 f"{type(error).__name__}: {error} (attempt {self._failed_attempts}; next try in {pause_s:g} s, "
                 "or now with POST /model/reload)"
             )
+            self._failed_message = message
             self._set_status((RegistryState.LOAD_FAILED, message), now)
             return False
         self._failed = None

@@ -243,6 +243,17 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_says_why(
         # The watcher does not download the broken version on every poll: it waits (here 2 x 30 s)...
         client.app.state.holder.refresh()
         assert "attempt 1;" in client.get("/health").json()["registry_message"]
+        # ...and a registry outage seen in between is not what /health keeps saying once it answers again.
+        database = store.root / "mlflow.db"
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE registered_model_aliases RENAME TO aliases_unreachable")
+        client.app.state.holder.refresh()
+        assert client.get("/health").json()["registry_state"] == "registry_unreachable"
+        with sqlite3.connect(database) as connection:
+            connection.execute("ALTER TABLE aliases_unreachable RENAME TO registered_model_aliases")
+        client.app.state.holder.refresh()
+        health = client.get("/health").json()
+        assert (health["registry_state"], "attempt 1;" in health["registry_message"]) == ("load_failed", True)
         # ...while a reload asked for tries at once.
         assert "attempt 2;" in client.post("/model/reload").json()["registry_message"]
 
