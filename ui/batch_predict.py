@@ -9,6 +9,7 @@ to the rejects with the service's own reason and the rest are sent again.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,11 +76,23 @@ class RawCsv:
     frame: pd.DataFrame
     has_label: bool
     has_header: bool
+    # Blank lines before the header (or the first row), left out before parsing.
+    leading_blank_lines: int = 0
 
     @property
     def first_line(self) -> int:
         """The file line number of the first data row (1-based), for messages."""
-        return 2 if self.has_header else 1
+        return self.leading_blank_lines + (2 if self.has_header else 1)
+
+
+# Blank lines at the start of a file (after a UTF-8 BOM, if any): pandas would take the first as the header.
+_LEADING_BLANK_LINES = re.compile(rb"(?:\xef\xbb\xbf)?((?:[ \t]*(?:\r\n|\r|\n))+)")
+
+
+def count_lines(content: bytes) -> int:
+    """Lines as pandas splits them: ends of ``\\n``, ``\\r\\n`` or a lone ``\\r``, plus an unended last line."""
+    ends = content.count(b"\n") + content.count(b"\r") - content.count(b"\r\n")
+    return ends + (not content.endswith((b"\n", b"\r")))
 
 
 def read_raw_csv(content: bytes) -> RawCsv:
@@ -99,7 +112,7 @@ def read_raw_csv(content: bytes) -> RawCsv:
             f"{len(content) / 2**20:.1f} MB; the UI reads files of at most {MAX_UPLOAD_MB} MB "
             f"(at most {MAX_ROWS:,} rows)"
         )
-    lines = content.count(b"\n") + (not content.endswith(b"\n"))
+    lines = count_lines(content)
     if lines > MAX_LINES + 1:  # + 1: a header
         raise CsvFormatError(
             f"{lines:,} lines; the UI reads files of at most {MAX_LINES:,} lines (at most {MAX_ROWS:,} rows)"
@@ -115,19 +128,23 @@ def read_raw_csv(content: bytes) -> RawCsv:
 
 def _read_csv(content: bytes) -> RawCsv:
     """The header decision and the rows, for ``read_raw_csv`` (which maps pandas' errors to ``CsvFormatError``)."""
+    leading = _LEADING_BLANK_LINES.match(content)
+    leading_blank_lines = count_lines(leading.group(1)) if leading else 0
+    if leading:
+        content = content[leading.end() :]
     # The first line alone: is it a header, and which columns does the file have?
     header = [str(name).strip() for name in pd.read_csv(io.BytesIO(content), nrows=0, **_CSV_OPTIONS).columns]
     if set(FEATURE_COLUMNS) <= set(header):
         has_label = LABEL_COLUMN in header
         keep = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
         frame = _read_rows(content, header=0, names=header, keep=keep)
-        return RawCsv(frame=frame, has_label=has_label, has_header=True)
+        return RawCsv(frame, has_label, has_header=True, leading_blank_lines=leading_blank_lines)
     if len(header) in (len(FEATURE_COLUMNS), len(RAW_COLUMNS)) and not set(header) & set(RAW_COLUMNS):
         # No header: the first line is data, in raw-format order.
         has_label = len(header) == len(RAW_COLUMNS)
         columns = list(RAW_COLUMNS if has_label else FEATURE_COLUMNS)
         frame = _read_rows(content, header=None, names=columns, keep=columns)
-        return RawCsv(frame=frame, has_label=has_label, has_header=False)
+        return RawCsv(frame, has_label, has_header=False, leading_blank_lines=leading_blank_lines)
     missing = [name for name in FEATURE_COLUMNS if name not in header]
     raise CsvFormatError(
         f"expected the 13 raw-format columns ({', '.join(RAW_COLUMNS)}) or the 12 feature columns; "

@@ -185,11 +185,30 @@ def test_the_reader_stops_one_piece_after_the_limit(shared_frame, header: bool) 
         read_raw_csv(b"\n".join([*lines[: 1 + int(header)], garbage]))
 
 
-def test_a_file_of_blank_lines_is_refused_before_it_is_parsed() -> None:
-    """Millions of empty lines fit in MAX_UPLOAD_MB; read a few at a time they would cost hours of CPU."""
+@pytest.mark.parametrize("line_end", [b"\n", b"\r", b"\r\n"], ids=["LF", "CR", "CRLF"])
+def test_a_file_of_blank_lines_is_refused_before_it_is_parsed(line_end: bytes) -> None:
+    """Millions of empty lines fit in MAX_UPLOAD_MB; read a few at a time they would cost hours of CPU.
+
+    pandas ends a line at a lone CR too, so those lines count as well.
+    """
     # The message comes from counting the lines, before any parsing.
+    row = b"2596,51,3,258,0,510,221,232,148,6279,Rawah,C7745,5"
     with pytest.raises(CsvFormatError, match=f"the UI reads files of at most {MAX_LINES:,} lines"):
-        read_raw_csv(b"2596,51,3,258,0,510,221,232,148,6279,Rawah,C7745,5\n" + b"\n" * (MAX_UPLOAD_BYTES - 100))
+        read_raw_csv(row + line_end * ((MAX_UPLOAD_BYTES - 100) // len(line_end)))
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_blank_lines_before_the_header_or_first_row_are_skipped_and_counted(shared_frame, header: bool) -> None:
+    """pandas would take a blank first line for the header and refuse the file as missing every column."""
+    rows = _rows(shared_frame, 2)
+    bad = rows[1].replace(shared_frame.iloc[1]["Soil_Type"].encode(), b"C9999")
+    lines = [b"", b"  \r", *([",".join(shared_frame.columns).encode()] if header else []), rows[0], bad, b""]
+    raw = read_raw_csv(b"\n".join(lines))
+    assert (raw.has_header, raw.has_label, len(raw.frame)) == (header, True, 2)
+    good_rows, rejected = validate_rows(raw.frame, raw.first_line)
+    first = 4 if header else 3  # the editor's line numbers: two blank lines, then the header, if any
+    assert [line for line, _ in good_rows] == [first]
+    assert [(item.line, item.reason) for item in rejected] == [(first + 1, "unknown_category")]
 
 
 def test_blank_lines_after_the_last_row_are_read_in_pieces(shared_frame, monkeypatch: pytest.MonkeyPatch) -> None:
