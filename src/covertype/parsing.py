@@ -120,8 +120,11 @@ def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
 
 
 def _raw_label(raw_row: Sequence[Any]) -> int | None:
-    """The row's label as an integer, or None when it is not one (rejected later)."""
+    """The label of a row whose features are valid, or None: a row rejected anyway is no evidence of numbering."""
+    if len(raw_row) != len(RAW_COLUMNS):
+        return None
     try:
+        parse_features(raw_row)
         return parse_integer(LABEL_COLUMN, raw_row[-1])
     except RowError:
         return None
@@ -135,8 +138,12 @@ OVERRIDE_SHARE = 0.05
 def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: LabelScheme | None = None) -> LabelScheme:
     """Decide once for the whole payload whether labels are 1..7 or 0..6.
 
-    Alone (the first payload), a payload is 0-based only if it contains a 0
-    and no 7; otherwise it is taken as the course's 1..7. Once earlier payloads
+    Only the labels of rows whose features are valid count: a garbage row
+    (say, all zeros) is rejected anyway and must not decide how the good rows
+    are read. Alone (the first payload), a payload is 0-based only if it
+    contains more 0s than 7s (one stray 7 among a 0..6 payload's rows is
+    rejected, not taken for a reason to shift every row); otherwise it is
+    taken as the course's 1..7. Once earlier payloads
     have shown the collection's numbering (``collection_scheme``), it is kept
     for a payload that shows neither 0 nor 7 (a slice without that cover
     type would otherwise be read wrongly), and for one where the label it
@@ -146,9 +153,7 @@ def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: La
     numbering. Deciding per payload, never per row, keeps a lone bad label from
     being silently shifted into a valid class.
     """
-    labels = [
-        label for raw_row in raw_rows if len(raw_row) == len(RAW_COLUMNS) and (label := _raw_label(raw_row)) is not None
-    ]
+    labels = [label for raw_row in raw_rows if (label := _raw_label(raw_row)) is not None]
     return label_scheme_of_counts(labels.count(0), labels.count(7), len(labels), collection_scheme)
 
 
@@ -160,7 +165,7 @@ def label_scheme_of_counts(
     The data API replica decides its whole dataset file with it, from a pandas column.
     """
     if collection_scheme is None:
-        return LabelScheme.ZERO_BASED if zeros and not sevens else LabelScheme.ONE_BASED
+        return LabelScheme.ZERO_BASED if zeros > sevens else LabelScheme.ONE_BASED
     impossible, telling = (zeros, sevens) if collection_scheme is LabelScheme.ONE_BASED else (sevens, zeros)
     if impossible >= max(1.0, OVERRIDE_SHARE * labelled) and not telling:
         return LabelScheme.ZERO_BASED if collection_scheme is LabelScheme.ONE_BASED else LabelScheme.ONE_BASED

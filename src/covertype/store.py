@@ -52,7 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from covertype.parsing import LabelScheme, ParsedPayload, parse_payload_rows
+from covertype.parsing import OVERRIDE_SHARE, LabelScheme, ParsedPayload, parse_payload_rows
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def latest_fetch(engine: Engine) -> FetchSummary | None:
 def collection_label_scheme(engine: Engine) -> LabelScheme | None:
     """The label numbering the stored payloads showed last, or None before any payload showed one.
 
-    A payload read as 0..6 showed it (it held a 0 and no 7, or inherited it);
+    A payload read as 0..6 showed it (it held more 0s than 7s, or inherited it);
     one read as 1..7 showed it only if it held a 7 (every stored 7 of a 1..7
     payload was a 7 as sent). The later of the two wins: a source that changed
     its numbering is followed.
@@ -297,7 +297,8 @@ def append_fetch(
     if existing is not None:
         log.info("fetch of DAG run %s already stored (fetch id %s): nothing written", dag_run_id, existing.fetch_id)
         return existing
-    parsed = parsed if parsed is not None else parse_payload_rows(raw_rows, collection_label_scheme(engine))
+    collection_scheme = collection_label_scheme(engine)
+    parsed = parsed if parsed is not None else parse_payload_rows(raw_rows, collection_scheme)
     hashes = [row_hash(record) for record in parsed.rows]
     counts = Counter(hashes)
     records_by_hash = dict(zip(hashes, parsed.rows, strict=True))
@@ -363,7 +364,8 @@ def append_fetch(
             raise
         return concurrent
     log.info(
-        "stored fetch %s of DAG run %s: group %s batch %s, %s rows received, %s new, %s duplicate, %s rejected%s",
+        "stored fetch %s of DAG run %s: group %s batch %s, %s rows received, %s new, %s duplicate, %s rejected%s; "
+        "labels read as %s",
         summary.fetch_id,
         dag_run_id,
         group_number,
@@ -373,7 +375,19 @@ def append_fetch(
         summary.rows_duplicate,
         summary.rows_rejected,
         f" {summary.rejected_by_reason}" if summary.rejected_by_reason else "",
+        parsed.label_scheme.value,
     )
+    if collection_scheme is not None and parsed.label_scheme is not collection_scheme:
+        log.warning(
+            "this payload's labels were read as %s, but earlier payloads of the collection showed %s: the "
+            "payload's own labels decided (the label impossible under %s makes up at least %.0f %% of its "
+            "rows and the other one is absent). If the source did not change its numbering, start a new "
+            "collection (docs/pipeline.md)",
+            parsed.label_scheme.value,
+            collection_scheme.value,
+            collection_scheme.value,
+            100 * OVERRIDE_SHARE,
+        )
     for rejected in parsed.rejected[:LOGGED_REJECTS]:
         log.info("rejected payload row %s (%s): %s", rejected.position, rejected.reason.value, rejected.detail)
     if len(parsed.rejected) > LOGGED_REJECTS:

@@ -92,6 +92,24 @@ def test_a_payload_with_both_0_and_7_is_one_based_and_rejects_the_0() -> None:
     assert [(r.position, r.reason) for r in parsed.rejected] == [(0, RejectReason.UNKNOWN_LABEL)]
 
 
+def test_a_garbage_row_is_no_evidence_of_the_numbering() -> None:
+    """A row of zeros is rejected anyway: its label 0 must not make the good 1..7 rows read as 0..6."""
+    rows = [*labelled([1, 2, 5] * 50), ["0"] * len(RAW_COLUMNS)]
+    parsed = parse_payload_rows(rows)
+    assert parsed.label_scheme is LabelScheme.ONE_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == [1, 2, 5] * 50
+    assert [(r.position, r.reason) for r in parsed.rejected] == [(150, RejectReason.UNKNOWN_CATEGORY)]
+
+
+def test_a_stray_7_in_a_first_0_to_6_payload_is_rejected_not_a_reason_to_shift() -> None:
+    """More 0s than 7s: the payload is 0..6 and the lone 7 is the odd one out."""
+    labels = [0, 1, 4, 6] * 40 + [7]
+    parsed = parse_payload_rows(labelled(labels))
+    assert parsed.label_scheme is LabelScheme.ZERO_BASED
+    assert [row[LABEL_COLUMN] for row in parsed.rows] == [label + 1 for label in labels[:-1]]
+    assert [(r.position, r.reason) for r in parsed.rejected] == [(160, RejectReason.UNKNOWN_LABEL)]
+
+
 def labelled(labels: list[int]) -> list[list[str]]:
     return [with_field("Cover_Type", str(label)) for label in labels]
 

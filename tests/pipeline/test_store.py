@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -178,6 +179,23 @@ def test_a_payload_without_the_telling_label_keeps_the_collections_numbering(eng
     assert len(stored) == 200 + len(later)  # every row stored, none rejected
     expected = sorted(int(row[-1]) + 1 for row in [*zero_based, *later])
     assert sorted(stored[LABEL_COLUMN].tolist()) == expected
+
+
+def test_the_log_says_how_labels_were_read_and_warns_when_the_numbering_switches(
+    engine, shared_rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    with_sevens = [row for row in shared_rows[:3000] if row[-1] == "7"][:20] + shared_rows[:100]
+    with caplog.at_level(logging.INFO, logger="covertype.store"):
+        _append(engine, "run-1", with_sevens)
+    assert "labels read as 1..7" in caplog.text
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    caplog.clear()
+    # The source starts numbering 0..6 (0s common, no 7): followed, and said loudly.
+    zero_based = _relabelled(shared_rows[1::40], -1)  # every cover type, spruce/fir (0) about 1 in 7
+    with caplog.at_level(logging.INFO, logger="covertype.store"):
+        assert _append(engine, "run-2", zero_based, batch=2).label_scheme == "0..6"
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert "read as 0..6, but earlier payloads of the collection showed 1..7" in warning
 
 
 def test_a_stray_0_in_a_one_based_collection_is_rejected_not_a_reason_to_shift(engine, shared_rows) -> None:
