@@ -15,7 +15,9 @@ maybe promotes the served model.
   backoff.
 - **store**: one transaction into the data DB, idempotent on the run id (a
   retried or re-run task writes nothing twice); duplicate observations are
-  stored once with a repeat count, bad rows are kept with their reason.
+  stored once with a repeat count, bad rows are kept with their reason. A
+  payload whose rows were all rejected is stored, then fails the run without
+  retries (nothing new to train on: has the API changed its format?).
 - **train_and_log**: trains on every clean observation stored so far, logs an
   MLflow run (nested runs per candidate) with the model.
 - **register_and_promote**: registers `covertype` and moves the alias
@@ -93,10 +95,15 @@ def covertype_pipeline() -> None:
 
     @task
     def store(fetched: dict[str, Any]) -> dict[str, Any]:
-        """Store the payload in the data DB (idempotent on the run id)."""
+        """Store the payload in the data DB (idempotent on the run id); fail if every row was rejected."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from covertype import pipeline
 
-        return pipeline.store_batch(Settings(), get_current_context()["run_id"], fetched)
+        try:
+            return pipeline.store_batch(Settings(), get_current_context()["run_id"], fetched)
+        except pipeline.NoUsableRows as error:
+            raise AirflowFailException(str(error)) from error
 
     @task
     def train_and_log(stored: dict[str, Any]) -> dict[str, Any]:

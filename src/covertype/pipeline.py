@@ -111,8 +111,21 @@ def _warn_if_another_collection(previous: store.FetchSummary | None, group_numbe
         )
 
 
+class NoUsableRows(ValueError):
+    """Every row of a payload was rejected: stored with its reasons, but nothing new to train on.
+
+    Not retried: the same stored payload would be rejected again. Usually the
+    data API changed its format; the ``rejected_rows`` table says how.
+    """
+
+
 def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) -> dict[str, Any]:
-    """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts."""
+    """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts.
+
+    Raises ``NoUsableRows`` after storing a payload whose rows were all
+    rejected: retraining on the data already stored would report success for
+    a run that collected nothing.
+    """
     engine = store.make_engine(settings.resolved_data_db_url)
     try:
         store.init_schema(engine)
@@ -145,6 +158,12 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
         total,
         batches,
     )
+    if summary.rows_received and not summary.rows_stored + summary.rows_duplicate:
+        raise NoUsableRows(
+            f"every one of the {summary.rows_received} rows of batch {summary.batch_number} was rejected "
+            f"{summary.rejected_by_reason}; they are kept with their reasons in the data DB's rejected_rows table "
+            f"(fetch {summary.fetch_id}). Nothing new to train on: has the data API changed its format?"
+        )
     return result
 
 

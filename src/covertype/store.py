@@ -396,8 +396,12 @@ def append_fetch(
 
 
 def _json_safe(value: Any) -> Any:
-    """The raw row as JSON-able values (a malformed payload may hold anything JSON can)."""
-    return json.loads(json.dumps(value, default=str))
+    """The raw row as strict JSON values (a malformed payload may hold anything Python's JSON reader accepts).
+
+    NaN and infinities become the strings ``"NaN"``, ``"Infinity"``: MySQL's JSON
+    type refuses them as numbers, and one such row would roll back the whole fetch.
+    """
+    return json.loads(json.dumps(value, default=str), parse_constant=str)
 
 
 # --------------------------------------------------------------------------- queries (pipeline and UI)

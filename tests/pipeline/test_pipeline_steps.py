@@ -118,3 +118,25 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
     with caplog.at_level(logging.WARNING):
         pipeline.store_batch(settings, "run-3", {**_fetched(shared_rows[100:150], batch=2), "group_number": 5})
     assert "holds group 2's collection (last fetch: batch 1) and this payload is group 5's" in caplog.text
+
+
+def test_a_payload_whose_rows_are_all_rejected_is_stored_and_fails_the_run(data_dir: Path, shared_rows) -> None:
+    """A run that collected nothing usable must not retrain on old data and report success."""
+    settings = _store_settings(data_dir)
+    pipeline.store_batch(settings, "run-1", _fetched(shared_rows[:100], batch=1))
+    changed_format = [[*row, "extra"] for row in shared_rows[100:130]]  # e.g. a column added upstream
+
+    with pytest.raises(pipeline.NoUsableRows, match=r"every one of the 30 rows of batch 2 was rejected") as failed:
+        pipeline.store_batch(settings, "run-2", _fetched(changed_format, batch=2))
+    assert "{'wrong_field_count': 30}" in str(failed.value)
+    engine = store.make_engine(settings.resolved_data_db_url)
+    try:
+        assert store.rejects_by_reason(engine).to_dict("records") == [{"reason": "wrong_field_count", "rows": 30}]
+        assert store.count_observations(engine) == 100
+    finally:
+        engine.dispose()
+    # A retry finds the fetch stored and fails the same way.
+    with pytest.raises(pipeline.NoUsableRows):
+        pipeline.store_batch(settings, "run-2", _fetched(changed_format, batch=2))
+    # Good rows that were all seen before are usable (the course API re-serves rows): no failure.
+    assert pipeline.store_batch(settings, "run-3", _fetched(shared_rows[:40], batch=3))["rows_duplicate"] == 40

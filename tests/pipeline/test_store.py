@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateTable
 
@@ -196,6 +197,20 @@ def test_the_log_says_how_labels_were_read_and_warns_when_the_numbering_switches
         assert _append(engine, "run-2", zero_based, batch=2).label_scheme == "0..6"
     [warning] = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert "read as 0..6, but earlier payloads of the collection showed 1..7" in warning
+
+
+def test_a_row_holding_nan_is_stored_as_strict_json(engine, shared_rows) -> None:
+    """Python's JSON reader accepts NaN and Infinity; MySQL's JSON type does not, and would roll back the fetch."""
+    bad = [float("nan"), float("inf"), *shared_rows[0][2:]]
+    summary = _append(engine, "run-1", [*shared_rows[:20], bad])
+    assert (summary.rows_stored, summary.rows_rejected) == (20, 1)
+    with engine.connect() as connection:
+        [stored] = connection.execute(text("SELECT raw_row FROM rejected_rows")).scalars().all()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    assert json.loads(stored, parse_constant=refuse)[:2] == ["NaN", "Infinity"]
 
 
 def test_a_stray_0_in_a_one_based_collection_is_rejected_not_a_reason_to_shift(engine, shared_rows) -> None:
