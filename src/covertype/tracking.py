@@ -425,8 +425,13 @@ def _record_decision(
     }
     logged = client.get_run(trained.run_id).data.metrics
     for key, value in decision_metrics.items():
-        # An earlier attempt may have logged some of them already: one history point per value, not per attempt.
-        if value is not None and logged.get(key) != value:
+        if value is None:
+            # A decision taken again without that score (no champion, or one that cannot be loaded): metrics
+            # cannot be deleted, so a NaN point keeps the earlier decision's score from reading as this one's.
+            if key in logged and not math.isnan(logged[key]):
+                client.log_metric(trained.run_id, key, math.nan)
+        elif logged.get(key) != value:
+            # An earlier attempt may have logged some of them already: one history point per value, not per attempt.
             client.log_metric(trained.run_id, key, value)
     version_tags = {
         # Full precision (``str`` of a float reads back exactly): a replayed decision reports the same scores.

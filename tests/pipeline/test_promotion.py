@@ -390,3 +390,33 @@ def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
     assert (result.promoted, result.reason, result.champion_version) == (True, "champion_unloadable", "1")
     tags = client.get_model_version("covertype", result.version).tags
     assert tags["champion_error"].startswith("UnsafeModelError: the model is saved as 'cloudpickle'")
+
+
+def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_one(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """MLflow metrics cannot be deleted: a NaN point says the new decision had no champion score."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(3000, random_state=4)
+    evaluation = training.evaluation_rows(frame, FAST)
+    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
+    medium = _log(training.train(frame.head(400), FAST), "run-2")
+    strong = _log(training.train(frame, FAST), "run-3")
+
+    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
+        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+
+    promote(weak)
+    recorded = promote(medium)  # scored against version 1
+    assert recorded.champion_macro_f1 is not None
+    client.set_registered_model_alias("covertype", "production", "1")
+    promote(strong)
+    _delete_logged_model_files(strong.holdout_model_uri)  # version 3, now the alias holder, is broken
+
+    retried = promote(medium)  # decided again: version 3 cannot be scored
+
+    assert (retried.reason, retried.champion_version, retried.champion_macro_f1) == ("champion_unloadable", "3", None)
+    history = client.get_metric_history(medium.run_id, "champion_macro_f1")
+    assert history[0].value == recorded.champion_macro_f1
+    assert math.isnan(history[-1].value)
+    assert math.isnan(client.get_run(medium.run_id).data.metrics["champion_macro_f1"])
