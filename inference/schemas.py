@@ -42,7 +42,7 @@ EXAMPLE_RECORD_2: dict[str, int | str] = {
     "Hillshade_3pm": 122,
     "Horizontal_Distance_To_Fire_Points": 6211,
     "Wilderness_Area": "Rawah",
-    "Soil_Type": "C7202",
+    "Soil_Type": "C7746",
 }
 PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
     "one record": {"summary": "One record (a real row of the data)", "value": EXAMPLE_OBSERVATION},
