@@ -129,7 +129,6 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
     engine = store.make_engine(settings.resolved_data_db_url)
     try:
         store.init_schema(engine)
-        previous = store.latest_fetch(engine)
         summary = store.append_fetch(
             engine,
             dag_run_id=dag_run_id,
@@ -138,12 +137,13 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
             raw_rows=fetched["rows"],
             fetched_at=datetime.fromisoformat(fetched["fetched_at"]),
         )
+        # The fetch stored just before this one: a retry whose first attempt stored the payload warns too.
+        previous = store.latest_fetch(engine, before_fetch_id=summary.fetch_id)
         total = store.count_observations(engine)
         batches = store.batches_seen(engine)
     finally:
         engine.dispose()
-    if not summary.already_stored:
-        _warn_if_another_collection(previous, summary.group_number, summary.batch_number)
+    _warn_if_another_collection(previous, summary.group_number, summary.batch_number)
     result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
     log.info(
         "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "

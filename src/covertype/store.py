@@ -240,10 +240,13 @@ def find_fetch(engine: Engine, dag_run_id: str) -> FetchSummary | None:
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
 
 
-def latest_fetch(engine: Engine) -> FetchSummary | None:
-    """The most recently stored fetch, or None in an empty store."""
+def latest_fetch(engine: Engine, *, before_fetch_id: int | None = None) -> FetchSummary | None:
+    """The most recently stored fetch (stored before fetch ``before_fetch_id``, if given), or None."""
+    query = select(Fetch).order_by(Fetch.id.desc()).limit(1)
+    if before_fetch_id is not None:
+        query = query.where(Fetch.id < before_fetch_id)
     with Session(engine) as session:
-        fetch = session.scalars(select(Fetch).order_by(Fetch.id.desc()).limit(1)).one_or_none()
+        fetch = session.scalars(query).one_or_none()
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
 
 

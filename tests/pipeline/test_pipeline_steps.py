@@ -119,6 +119,14 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
         pipeline.store_batch(settings, "run-3", {**_fetched(shared_rows[100:150], batch=2), "group_number": 5})
     assert "holds group 2's collection (last fetch: batch 1) and this payload is group 5's" in caplog.text
 
+    # A retry of that step (its first attempt stored the payload, then failed) warns again: the warning
+    # compares with the fetch stored before this run's, not with the newest one (this run's own).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = pipeline.store_batch(settings, "run-3", {**_fetched(shared_rows[100:150], batch=2), "group_number": 5})
+    assert again["already_stored"] is True
+    assert "holds group 2's collection (last fetch: batch 1) and this payload is group 5's" in caplog.text
+
 
 def test_a_payload_whose_rows_are_all_rejected_is_stored_and_fails_the_run(data_dir: Path, shared_rows) -> None:
     """A run that collected nothing usable must not retrain on old data and report success."""
