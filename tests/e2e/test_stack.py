@@ -179,6 +179,24 @@ def test_every_service_is_up_and_healthy(stack: Stack) -> None:
             assert (svc["State"], svc["Health"]) == ("running", "healthy"), f"{name}: {svc}"
 
 
+def test_container_logs_are_rotated_and_mlflow_checked_its_schema(stack: Stack) -> None:
+    """Docker keeps a container's log forever unless told; mlflow/serve.py runs `mlflow db upgrade` first."""
+    names = [svc["Name"] for svc in stack.compose.services()]
+    inspected = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Name}} {{json .HostConfig.LogConfig}}", *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert len(inspected) == len(names) == 14
+    for line in inspected:
+        name, config = line.split(" ", 1)
+        log_config = json.loads(config)
+        assert (log_config["Type"], log_config["Config"]) == ("json-file", {"max-file": "3", "max-size": "10m"}), name
+    assert "bringing the MLflow database schema up to date" in stack.compose.logs(["mlflow"], tail=2000)
+
+
 def test_dag_runs_succeed_and_store_a_batch_each(stack: Stack) -> None:
     headers = airflow_headers(stack)
     wait_for(
