@@ -20,7 +20,7 @@ from mlflow.models import Model
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from covertype.model_safety import UnsafeModelError, check_safe_to_load, load_checked_model
+from covertype.model_safety import UnsafeModelError, check_safe_to_load, load_checked_dir, load_checked_model
 from covertype.training import SKOPS_TRUSTED_TYPES
 
 FEATURES = np.arange(40, dtype=np.float64).reshape(20, 2)
@@ -115,3 +115,17 @@ def test_a_model_without_the_sklearn_flavor_is_refused(tmp_path: Path) -> None:
     model.save(str(path / "MLmodel"))
     with pytest.raises(UnsafeModelError, match="no 'sklearn' flavor"):
         check_safe_to_load(path)
+
+
+def test_running_out_of_memory_while_loading_is_not_a_broken_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A MemoryError says nothing about the model: it must not be wrapped (a broken production model is replaced)."""
+    path = save(tmp_path / "model")
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(mlflow.sklearn, "load_model", out_of_memory)
+    with pytest.raises(MemoryError):
+        load_checked_dir(path)

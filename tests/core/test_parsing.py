@@ -29,6 +29,7 @@ def test_good_row_is_typed() -> None:
     ("bad_row", "reason", "detail_part"),
     [
         (GOOD_ROW[:-1], RejectReason.WRONG_FIELD_COUNT, "got 12"),
+        (GOOD_ROW[:3], RejectReason.WRONG_FIELD_COUNT, "got 3"),
         ([*GOOD_ROW, "x"], RejectReason.WRONG_FIELD_COUNT, "got 14"),
         ("not a row", RejectReason.WRONG_FIELD_COUNT, "not a list"),
         (with_field("Slope", "steep"), RejectReason.NON_NUMERIC, "Slope"),
@@ -161,3 +162,8 @@ def test_the_whole_shared_dataset_parses_without_rejects(covertype_csv: Path) ->
     assert len(parsed.rows) == 15120
     assert set(parsed.rows[0]) == {*FEATURE_COLUMNS, LABEL_COLUMN}
     assert {row[LABEL_COLUMN] for row in parsed.rows} == set(range(1, 8))
+
+
+def test_rows_with_a_field_too_many_are_no_evidence_of_the_numbering() -> None:
+    rows = [*labelled([1, 2, 5] * 10), [*GOOD_ROW, "0"], [*GOOD_ROW, "0"]]
+    assert parse_payload_rows(rows).label_scheme is LabelScheme.ONE_BASED

@@ -122,12 +122,14 @@ def test_a_real_server_refuses_large_bodies_unread_and_keeps_answering(
         assert time.perf_counter() - started < 10
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"detail": DETAIL_AT_50}
+        assert b"\r\nconnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
 
         body = oversized_body(record, LIMIT_AT_50)
         chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in chunks(body)) + b"0\r\n\r\n"
         answer = exchange(port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"detail": DETAIL_AT_50}
+        assert b"\r\nconnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             assert http.post("/predict", json=record).status_code == 200

@@ -62,6 +62,8 @@ def test_register_and_promote_follows_the_rule(mlflow_store: str, shared_observa
 
     first = promote(_log(weak, "run-1"))
     assert (first.version, first.promoted, first.reason) == ("1", True, "no_production_model")
+    first_run = client.get_run(client.get_model_version("covertype", "1").run_id)
+    assert "champion_macro_f1" not in first_run.data.metrics
 
     better = promote(_log(strong, "run-2"))
     assert (better.version, better.promoted, better.reason) == ("2", True, "challenger_better")

@@ -227,7 +227,7 @@ def test_blank_lines_after_the_last_row_are_read_in_pieces(shared_frame, monkeyp
     content = b"\n".join([*_rows(shared_frame, MAX_ROWS), *([b""] * (MAX_LINES - MAX_ROWS))])
     raw = read_raw_csv(content)
     assert len(raw.frame) == MAX_ROWS
-    assert len(calls) <= MAX_LINES // PIECE_LINES + 2, len(calls)
+    assert len(calls) <= MAX_LINES // PIECE_LINES + 2 == 22, len(calls)
 
 
 def test_blank_lines_do_not_count_towards_the_row_limit(shared_frame) -> None:
@@ -248,3 +248,18 @@ def test_a_row_with_a_field_too_many_or_a_file_of_only_a_bom_is_refused(shared_f
         read_raw_csv(b"\n".join([header, rows[0] + b",7", *rows[1:]]))
     with pytest.raises(CsvFormatError):
         read_raw_csv(b"\xef\xbb\xbf\n")
+
+
+@pytest.mark.parametrize("start", [b"\xef\xbb\xbf\n\n", b"\r\r"], ids=["BOM", "CR"])
+def test_blank_lines_after_a_bom_or_ended_by_lone_crs_are_skipped_too(shared_frame, start: bytes) -> None:
+    end = b"\r" if start == b"\r\r" else b"\n"
+    content = start + end.join([",".join(shared_frame.columns).encode(), *_rows(shared_frame, 1), b""])
+    raw = read_raw_csv(content)
+    assert (raw.has_header, len(raw.frame), raw.first_line) == (True, 1, 4)
+
+
+def test_the_line_limit_counts_blank_lines_exactly(shared_frame) -> None:
+    """One row and MAX_LINES + 2 blank lines: one line over the limit (with a header allowed), refused."""
+    content = b"\n".join([*_rows(shared_frame, 1), *([b""] * (MAX_LINES + 2))])
+    with pytest.raises(CsvFormatError, match=f"at most {MAX_LINES:,} lines"):
+        read_raw_csv(content)
