@@ -13,6 +13,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,21 @@ def _load_dag() -> Any:
     return bag.get_dag("covertype_pipeline")
 
 
-def test_dagbag_imports_without_errors(airflow_db: Path) -> None:
+def test_dagbag_imports_without_errors(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PIPELINE_SCHEDULE_SECONDS", "PIPELINE_RETRIES", "PIPELINE_RETRY_DELAY_S"):
+        monkeypatch.delenv(name, raising=False)  # the defaults, as in the stack's .env
     dag = _load_dag()
     assert dag is not None
+    # One run per 5-minute window plus a margin; unpaused at creation; retries with backoff.
+    assert dag.schedule == timedelta(seconds=330)
+    assert dag.is_paused_upon_creation is False
+    for task in dag.tasks:
+        assert (task.retries, task.retry_delay, task.retry_exponential_backoff, task.max_retry_delay) == (
+            3,
+            timedelta(seconds=15),
+            2.0,
+            timedelta(minutes=5),
+        ), task.task_id
     assert [task.task_id for task in dag.topological_sort()] == [
         "fetch",
         "store",
@@ -222,12 +235,19 @@ def test_group_outside_the_param_range_is_refused_before_any_task(pipeline_env: 
         _load_dag().test(run_conf={"group_number": 99})
 
 
-def test_group_the_api_refuses_fails_the_run(pipeline_env: Settings) -> None:
+def test_group_the_api_refuses_fails_the_run(pipeline_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
 
+    # With retries allowed: a refused group must fail at once, not be retried.
+    monkeypatch.setenv("PIPELINE_RETRIES", "2")
+    monkeypatch.setenv("PIPELINE_RETRY_DELAY_S", "1")
     # The replica of this test serves groups 1..3 only (see ``pipeline_env``).
     dag_run = _load_dag().test(run_conf={"group_number": 7})
     assert dag_run.state == DagRunState.FAILED
     states = _task_states(dag_run)
     assert states["fetch"] == TaskInstanceState.FAILED
     assert states["store"] == TaskInstanceState.UPSTREAM_FAILED
+    with create_session() as session:
+        [fetch] = [ti for ti in dag_run.get_task_instances(session=session) if ti.task_id == "fetch"]
+        assert (fetch.max_tries, fetch.try_number) == (2, 1)

@@ -10,6 +10,8 @@ import pytest
 from covertype import pipeline, store
 from covertype.data_api_client import ServiceUnavailable
 from covertype.settings import Settings
+from data_api.app import create_app
+from tests.data_api.replica import make_settings, serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +21,7 @@ def _fetched(rows: list, batch: int) -> dict:
 
 
 def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
-    data_dir: Path, shared_rows: list[list[str]]
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(
         data_dir=data_dir,
@@ -37,7 +39,8 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
         *good[200:],
         None,
     ]
-    stored = pipeline.store_batch(settings, "manual__malformed", _fetched(malformed, batch=2))
+    with caplog.at_level(logging.INFO, logger="covertype"):
+        stored = pipeline.store_batch(settings, "manual__malformed", _fetched(malformed, batch=2))
     assert (stored["rows_received"], stored["rows_stored"], stored["rows_rejected"]) == (405, 400, 5)
     assert stored["rejected_by_reason"] == {
         "non_numeric": 1,
@@ -51,13 +54,22 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
     assert rejected.iloc[1]["detail"].startswith("Wilderness_Area: 'Atlantis'")
     assert rejected.iloc[4]["raw_row"] == [None]
 
-    trained = pipeline.train_and_log(settings, "manual__malformed")
+    with caplog.at_level(logging.INFO, logger="covertype"):
+        trained = pipeline.train_and_log(settings, "manual__malformed")
     assert trained["rows_used"] == 400
     assert trained["rows_train"] + trained["rows_eval"] == 400
     assert trained["batch_numbers"] == [2]
 
-    promoted = pipeline.register_and_promote(settings, trained)
+    with caplog.at_level(logging.INFO, logger="covertype"):
+        promoted = pipeline.register_and_promote(settings, trained)
     assert (promoted["version"], promoted["promoted"], promoted["production_version"]) == ("1", True, "1")
+
+    # The run's log says what was stored, rejected, trained and promoted (fetching: the next tests).
+    log = caplog.text
+    assert "stored batch 2: 405 received, 400 new observations, 0 duplicates, 5 rejected" in log
+    assert "rejected payload row 201 (unknown_category): Wilderness_Area: 'Atlantis'" in log
+    assert f"trained {trained['best_candidate']}: hold-out model ({trained['rows_train']} rows)" in log
+    assert "covertype version 1 PROMOTED (no_production_model)" in log
 
     # A retry of the store step of the same run writes nothing.
     counts = store.table_counts(engine)
@@ -152,3 +164,20 @@ def test_a_payload_whose_rows_are_all_rejected_is_stored_and_fails_the_run(data_
         pipeline.store_batch(settings, "run-2", _fetched(changed_format, batch=2))
     # Good rows that were all seen before are usable (the course API re-serves rows): no failure.
     assert pipeline.store_batch(settings, "run-3", _fetched(shared_rows[:40], batch=3))["rows_duplicate"] == 40
+
+
+def test_the_fetch_log_says_what_was_fetched_from_where(
+    data_dir: Path, covertype_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(covertype_csv, tmp_path / "replica-state"))
+    with serve_in_thread(app) as base_url:
+        settings = Settings(
+            data_dir=data_dir, data_db_url=f"sqlite:///{data_dir / 'covertype.db'}", data_api_url=base_url
+        )
+        with caplog.at_level(logging.INFO, logger="covertype.pipeline"):
+            fetched = pipeline.fetch_batch(settings, 2, "run-1")
+    rows = len(fetched["rows"])
+    assert (fetched["group_number"], fetched["batch_number"], rows) == (2, 1, 151)
+    assert f"fetched group 2 batch 1: 151 rows (payload sha256 {fetched['payload_sha256'][:12]}) from {base_url}" in (
+        caplog.text
+    )

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 import skops.io
 from mlflow import MlflowClient
+from mlflow.models import Model
 
 from covertype import tracking, training
 from covertype.loopback import free_port
 from covertype.model_safety import UnreadableModelError, load_checked_model
+from covertype.schema import FEATURE_COLUMNS
 from covertype.tracking import decide_promotion
 
 FAST = training.TrainingConfig.fast()
@@ -148,6 +150,10 @@ def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
     assert model.predict(sample).tolist() == outcome.model.predict(sample).tolist()
     info = mlflow.models.get_model_info(trained.model_uri)
     assert [c["name"] for c in info.signature.inputs.to_dict()] == list(sample.columns)
+    local_model = mlflow.artifacts.download_artifacts(trained.model_uri)
+    example = Model.load(local_model).load_input_example(local_model)
+    assert list(example.columns) == list(FEATURE_COLUMNS)
+    assert model.predict(example).shape == (len(example),)
     # The hold-out model (no evaluation rows) is logged beside it, and its size and tree count too.
     holdout = mlflow.sklearn.load_model(trained.holdout_model_uri)
     assert holdout.predict(sample).tolist() == outcome.holdout_model.predict(sample).tolist()
