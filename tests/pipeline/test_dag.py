@@ -177,14 +177,6 @@ def test_ten_runs_collect_ten_batches_then_skip(
     assert all(logged and logged <= recalls_logged[-1] for logged in recalls_logged)
     _check_last_decision(pipeline_env, client, production, versions[-1], evaluation)
 
-    # Re-running a run's store step adds no row.
-    rerun = pipeline.store_batch(
-        pipeline_env,
-        run_ids[4],
-        {"group_number": 3, "batch_number": 5, "fetched_at": "2026-01-01T00:00:00+00:00", "rows": [["1"] * 13]},
-    )
-    assert rerun["already_stored"] is True
-    assert store.table_counts(engine) == counts_after_ten
     engine.dispose()
 
     # The UI's Airflow client, against Airflow's own REST API over these runs: the ten that trained,
@@ -197,6 +189,37 @@ def test_ten_runs_collect_ten_batches_then_skip(
     assert [run.task_results["register_and_promote"]["version"] for run in recent.runs] == [
         str(number) for number in range(10, 0, -1)
     ]
+    _check_a_rerun_adds_no_row(dag, run_ids[4], pipeline_env, counts_after_ten)
+
+
+def _check_a_rerun_adds_no_row(dag: Any, run_id: str, settings: Settings, counts: dict[str, int]) -> None:
+    """A run's store step run again, then all its tasks run again by Airflow: no request, no row added.
+
+    The API is past its last batch: a request would answer "collection complete" and the tasks
+    would end skipped, so "every task succeeded" also says no request was made.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    engine = store.make_engine(settings.resolved_data_db_url)
+    # Its store step alone, whatever the payload: the run's fetch is stored.
+    rerun = pipeline.store_batch(
+        settings,
+        run_id,
+        {"group_number": 3, "batch_number": 5, "fetched_at": "2026-01-01T00:00:00+00:00", "rows": [["1"] * 13]},
+    )
+    assert rerun["already_stored"] is True
+    assert store.table_counts(engine) == counts
+
+    with create_session() as session:
+        [dag_run] = DagRun.find(dag_id="covertype_pipeline", run_id=run_id, session=session)
+        logical_date, run_after = dag_run.logical_date, dag_run.run_after
+    again = dag.test(logical_date=logical_date, run_after=run_after)
+    assert (again.run_id, again.state) == (run_id, DagRunState.SUCCESS), _task_states(again)
+    assert set(_task_states(again).values()) == {TaskInstanceState.SUCCESS}
+    assert store.table_counts(engine) == counts
+    engine.dispose()
 
 
 def _check_last_decision(settings: Settings, client: Any, production: Any, last: Any, evaluation: Any) -> None:
