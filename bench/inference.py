@@ -43,7 +43,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from covertype import tracking, training  # noqa: E402
+from covertype import promotion, tracking, training  # noqa: E402
 from covertype.loopback import free_port, stop_process_group  # noqa: E402
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES, Observation  # noqa: E402
 from covertype.store import row_hash  # noqa: E402
@@ -78,7 +78,7 @@ def register_production_model(frame: pd.DataFrame, tracking_uri: str, artifact_d
     outcome = training.train(labelled, training.TrainingConfig.full())
     tracking.configure(tracking_uri, "covertype", artifact_location=artifact_dir.as_uri())
     trained = tracking.log_training(outcome, dag_run_id="bench-inference", batch_numbers=list(range(1, 11)))
-    result = tracking.register_and_promote(
+    result = promotion.register_and_promote(
         trained, outcome.split.evaluation, model_name="covertype", alias="production"
     )
     return (

@@ -20,7 +20,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from covertype import store, tracking, training
+from covertype import promotion, store, tracking, training
 from covertype.data_api_client import DataApiClient
 from covertype.settings import Settings
 
@@ -198,7 +198,7 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
     return trained.as_dict()
 
 
-def _champion_text(result: tracking.PromotionResult) -> str:
+def _champion_text(result: promotion.PromotionResult) -> str:
     if result.champion_version is None:
         return "none"
     if result.champion_macro_f1 is None:
@@ -210,7 +210,7 @@ def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[st
     """Register the served model and move the production alias if it beats or ties the current one.
 
     Champion and challenger are compared through their hold-out models on the
-    evaluation set recomputed from the data DB (``tracking.register_and_promote``).
+    evaluation set recomputed from the data DB (``promotion.register_and_promote``).
     """
     engine = store.make_engine(settings.resolved_data_db_url)
     try:
@@ -220,7 +220,7 @@ def register_and_promote(settings: Settings, trained: dict[str, Any]) -> dict[st
     config = training.TrainingConfig.named(settings.training_profile)
     evaluation = training.evaluation_rows(frame, config)
     _configure_mlflow(settings)
-    result = tracking.register_and_promote(
+    result = promotion.register_and_promote(
         tracking.TrainedRun(**trained),
         evaluation,
         model_name=settings.model_name,

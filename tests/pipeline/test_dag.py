@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from covertype import pipeline, store, tracking, training
+from covertype import pipeline, promotion, store, training
 from covertype.settings import Settings
 from data_api.app import create_app
 from tests.data_api.replica import make_settings, serve_in_thread
@@ -240,7 +240,7 @@ def _check_last_decision(settings: Settings, client: Any, production: Any, last:
     champion = client.get_model_version(settings.model_name, last.tags["champion_version"])
     assert holdout_f1(last) == pytest.approx(float(last.tags["challenger_macro_f1"]))
     assert holdout_f1(champion) == pytest.approx(float(last.tags["champion_macro_f1"]))
-    assert holdout_f1(production) >= holdout_f1(last) - tracking.TIE_TOLERANCE
+    assert holdout_f1(production) >= holdout_f1(last) - promotion.TIE_TOLERANCE
 
 
 @pytest.mark.usefixtures("airflow_db")

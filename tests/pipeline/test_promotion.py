@@ -17,11 +17,11 @@ import skops.io
 from mlflow import MlflowClient
 from mlflow.models import Model
 
-from covertype import tracking, training
+from covertype import promotion, tracking, training
 from covertype.loopback import free_port
 from covertype.model_safety import UnreadableModelError, load_checked_model
+from covertype.promotion import decide_promotion
 from covertype.schema import FEATURE_COLUMNS
-from covertype.tracking import decide_promotion
 
 FAST = training.TrainingConfig.fast()
 
@@ -59,8 +59,8 @@ def test_register_and_promote_follows_the_rule(mlflow_store: str, shared_observa
     strong = training.train(frame, FAST)
     weak = training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST)
 
-    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
-        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+    def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
+        return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
 
     first = promote(_log(weak, "run-1"))
     assert (first.version, first.promoted, first.reason) == ("1", True, "no_production_model")
@@ -112,7 +112,7 @@ def test_a_version_without_a_holdout_model_is_scored_itself(
     client.set_registered_model_alias("covertype", "production", legacy.version)
 
     new_run = _log(outcome, "run-new")
-    result = tracking.register_and_promote(new_run, evaluation, model_name="covertype", alias="production")
+    result = promotion.register_and_promote(new_run, evaluation, model_name="covertype", alias="production")
     assert result.champion_version == str(legacy.version)
     assert result.champion_macro_f1 == pytest.approx(training.score(outcome.holdout_model, evaluation).macro_f1)
     assert (result.promoted, result.reason) == (True, "tie")
@@ -199,8 +199,8 @@ def test_a_retried_registration_writes_nothing_twice_and_keeps_the_real_comparis
     weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
     strong = _log(training.train(frame, FAST), "run-2")
 
-    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
-        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+    def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
+        return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
 
     def versions() -> list[str]:
         return sorted(str(v.version) for v in client.search_model_versions("name = 'covertype'"))
@@ -244,13 +244,13 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
     evaluation = training.evaluation_rows(frame, FAST)
     outcome = training.train(frame, FAST)
     broken = _log(outcome, "run-1")
-    first = tracking.register_and_promote(broken, evaluation, model_name="covertype", alias="production")
+    first = promotion.register_and_promote(broken, evaluation, model_name="covertype", alias="production")
     assert (first.version, first.promoted) == ("1", True)
     _delete_logged_model_files(broken.holdout_model_uri)
 
     challenger = _log(outcome, "run-2")
     with caplog.at_level(logging.WARNING, logger="covertype.tracking"):
-        result = tracking.register_and_promote(challenger, evaluation, model_name="covertype", alias="production")
+        result = promotion.register_and_promote(challenger, evaluation, model_name="covertype", alias="production")
 
     assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
     assert (result.champion_version, result.champion_macro_f1) == ("1", None)
@@ -262,7 +262,7 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
     assert client.get_run(challenger.run_id).data.tags["champion_error"] == version.tags["champion_error"]
     # A version that cannot be scored is never the reason to skip a healthy challenger: the next run
     # compares against version 2 as usual.
-    again = tracking.register_and_promote(
+    again = promotion.register_and_promote(
         _log(outcome, "run-3"), evaluation, model_name="covertype", alias="production"
     )
     assert (again.reason, again.champion_version) == ("tie", "2")
@@ -297,13 +297,13 @@ def test_a_production_version_whose_file_is_corrupted_is_replaced(
     evaluation = training.evaluation_rows(frame, FAST)
     outcome = training.train(frame, FAST)
     corrupted = _log(outcome, "run-1")
-    tracking.register_and_promote(corrupted, evaluation, model_name="covertype", alias="production")
+    promotion.register_and_promote(corrupted, evaluation, model_name="covertype", alias="production")
     _rewrite_skops_members(corrupted.holdout_model_uri, damage)
 
     error = _error_of(lambda: load_checked_model(corrupted.holdout_model_uri))
     assert isinstance(error, UnreadableModelError), repr(error)
-    assert tracking.is_broken_model_error(error)
-    result = tracking.register_and_promote(
+    assert promotion.is_broken_model_error(error)
+    result = promotion.register_and_promote(
         _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
     )
     assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
@@ -321,8 +321,8 @@ def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, shar
     medium = _log(training.train(frame.head(400), FAST), "run-2")
     strong = _log(training.train(frame, FAST), "run-3")
 
-    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
-        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+    def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
+        return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
 
     assert promote(weak).promoted
     # Run 2 recorded "promoted over version 1" and died before moving the alias; run 3 then won.
@@ -370,12 +370,12 @@ def test_only_errors_of_the_model_itself_count_as_a_broken_version(
     finally:
         mlflow.set_tracking_uri(mlflow_store)
 
-    assert tracking.is_broken_model_error(missing), missing
-    assert tracking.is_broken_model_error(unreadable), unreadable
-    assert tracking.is_broken_model_error(ModuleNotFoundError("No module named 'covertype.features'"))
-    assert not tracking.is_broken_model_error(outage), outage
-    assert not tracking.is_broken_model_error(MemoryError())
-    assert not tracking.is_broken_model_error(TimeoutError("read timed out"))
+    assert promotion.is_broken_model_error(missing), missing
+    assert promotion.is_broken_model_error(unreadable), unreadable
+    assert promotion.is_broken_model_error(ModuleNotFoundError("No module named 'covertype.features'"))
+    assert not promotion.is_broken_model_error(outage), outage
+    assert not promotion.is_broken_model_error(MemoryError())
+    assert not promotion.is_broken_model_error(TimeoutError("read timed out"))
 
 
 def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
@@ -391,7 +391,7 @@ def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
     version = mlflow.register_model(pickled.model_uri, "covertype")  # no hold-out tag: scored itself
     client.set_registered_model_alias("covertype", "production", version.version)
 
-    result = tracking.register_and_promote(
+    result = promotion.register_and_promote(
         _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
     )
 
@@ -411,8 +411,8 @@ def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_o
     medium = _log(training.train(frame.head(400), FAST), "run-2")
     strong = _log(training.train(frame, FAST), "run-3")
 
-    def promote(run: tracking.TrainedRun) -> tracking.PromotionResult:
-        return tracking.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+    def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
+        return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
 
     promote(weak)
     recorded = promote(medium)  # scored against version 1
