@@ -4,6 +4,7 @@ Run with ``make bench-inference`` (needs the dev venv; loopback only). It
 
 1. trains the production model on ``../shared/data/covertype.csv`` the way the DAG does
    (``covertype.training`` + ``covertype.tracking``) and registers it as ``covertype@production``
+   (``covertype.promotion``)
    in a temporary local MLflow store (SQLite + artifacts in a temp dir);
 2. measures in-process: the service's model load (registry resolve + download + load) and the
    ``predict_proba`` p50 of one prebuilt one-row DataFrame (the floor no HTTP service can beat);

@@ -333,27 +333,30 @@ class ModelHolder:
     def _run_metrics_and_tags(
         self, version: str, run_id: str | None, *, warn: bool = True
     ) -> tuple[dict[str, float], dict[str, str]] | None:
-        """The run's metrics and its own (non-``mlflow.``) tags; None when the run cannot be read.
+        """The run's metrics and its own (non-``mlflow.``) tags; None when the run cannot be read for now.
 
         They are only reported by ``/model``: a run garbage-collected after its
         model was registered, or a transient error, must not keep a model that
-        loaded and predicts out of service.
+        loaded and predicts out of service. A run that no longer exists has
+        nothing to report, ever: empty, and not read again.
         """
         if not run_id:
             return {}, {}
         try:
             run = self._client.get_run(run_id)
         except Exception as error:
+            gone = isinstance(error, MlflowException) and error.error_code == "RESOURCE_DOES_NOT_EXIST"
             if warn:
                 logger.warning(
                     "run %s of version %s could not be read (%s: %s); serving the version without run metrics "
-                    "and tags until a later check reads it",
+                    "and tags%s",
                     run_id,
                     version,
                     type(error).__name__,
                     error,
+                    "" if gone else " until a later check reads it",
                 )
-            return None
+            return ({}, {}) if gone else None
         tags = {key: value for key, value in run.data.tags.items() if not key.startswith("mlflow.")}
         return dict(run.data.metrics), tags
 
@@ -361,8 +364,7 @@ class ModelHolder:
         """After a transient error, report the served version's metrics and tags once its run can be read.
 
         Only the reported fields change: the same model object keeps serving,
-        so this is not a swap. A purged run stays unread (quietly: the first
-        failure was logged).
+        so this is not a swap. Quietly: the first failure was logged.
         """
         run_data = self._run_metrics_and_tags(served.version, served.run_id, warn=False)
         if run_data is None:

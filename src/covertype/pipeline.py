@@ -70,12 +70,15 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
         }
     with DataApiClient(str(settings.data_api_url), timeout_s=settings.data_api_timeout_s) as client:
         batch = client.fetch_batch(group_number)
+    # Strict JSON: the result is the task's XCom, and Airflow refuses NaN or a huge number in it, which
+    # would fail the task after the request and lose the payload; as strings they are rejected rows.
+    rows = store.strict_json(batch.data)
     fetched = {
         "group_number": batch.group_number,
         "batch_number": batch.batch_number,
         "fetched_at": datetime.now(UTC).isoformat(),
-        "payload_sha256": store.payload_sha256(batch.data),
-        "rows": batch.data,
+        "payload_sha256": store.payload_sha256(rows),
+        "rows": rows,
     }
     log.info(
         "fetched group %s batch %s: %s rows (payload sha256 %s) from %s",

@@ -175,6 +175,11 @@ def _decide(
     return decide_promotion(challenger_f1, score(champion_model, evaluation).macro_f1, champion_version)
 
 
+def _same_metric(logged: float | None, value: float) -> bool:
+    """Whether ``value`` is already the metric's latest point (NaN counts as equal to NaN here)."""
+    return logged is not None and (logged == value or (math.isnan(logged) and math.isnan(value)))
+
+
 def _record_decision(
     client: Any, trained: TrainedRun, decision: PromotionDecision, *, model_name: str, version: str, eval_rows: int
 ) -> None:
@@ -197,7 +202,7 @@ def _record_decision(
             # cannot be deleted, so a NaN point keeps the earlier decision's score from reading as this one's.
             if key in logged and not math.isnan(logged[key]):
                 client.log_metric(trained.run_id, key, math.nan)
-        elif logged.get(key) != value:
+        elif not _same_metric(logged.get(key), value):
             # An earlier attempt may have logged some of them already: one history point per value, not per attempt.
             client.log_metric(trained.run_id, key, value)
     version_tags = {

@@ -354,7 +354,7 @@ def append_fetch(
                     position=rejected.position,
                     reason=rejected.reason.value,
                     detail=rejected.detail,
-                    raw_row=_json_safe(rejected.row),
+                    raw_row=strict_json(rejected.row),
                 )
                 for rejected in parsed.rejected
             )
@@ -398,13 +398,24 @@ def append_fetch(
     return summary
 
 
-def _json_safe(value: Any) -> Any:
-    """The raw row as strict JSON values (a malformed payload may hold anything Python's JSON reader accepts).
+# Integers MySQL's JSON type stores as numbers (BIGINT range); larger ones are kept as their digits.
+_JSON_INT_RANGE = range(-(2**63), 2**64)
 
-    NaN and infinities become the strings ``"NaN"``, ``"Infinity"``: MySQL's JSON
-    type refuses them as numbers, and one such row would roll back the whole fetch.
+
+def _bounded_int(digits: str) -> int | str:
+    number = int(digits)
+    return number if number in _JSON_INT_RANGE else digits
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` as strict JSON values: what a malformed payload holds, made storable and passable on.
+
+    Python's JSON reader accepts NaN, Infinity and integers of any size; MySQL's
+    JSON type refuses them (one such row would roll back the whole fetch) and
+    so does the JSON encoder Airflow passes task results with. They become
+    strings (``"NaN"``, ``"Infinity"``, the digits); anything not JSON becomes its ``str``.
     """
-    return json.loads(json.dumps(value, default=str), parse_constant=str)
+    return json.loads(json.dumps(value, default=str), parse_constant=str, parse_int=_bounded_int)
 
 
 # --------------------------------------------------------------------------- queries (pipeline and UI)

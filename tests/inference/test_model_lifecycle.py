@@ -317,6 +317,7 @@ def test_a_version_whose_run_was_garbage_collected_is_served_without_run_metrics
         assert info.status_code == 200, info.text
         assert (info.json()["version"], info.json()["run_id"]) == (version.version, version.run_id)
         assert (info.json()["metrics"], info.json()["tags"]) == ({}, {})
+        assert client.app.state.holder.current.run_read is True, "a purged run has nothing to read again"
         assert client.get("/health").json()["registry_state"] == "ok"
         assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == version.version
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI, Response
 
 from covertype import pipeline, store
 from covertype.data_api_client import ServiceUnavailable
@@ -181,3 +183,38 @@ def test_the_fetch_log_says_what_was_fetched_from_where(
     assert f"fetched group 2 batch 1: 151 rows (payload sha256 {fetched['payload_sha256'][:12]}) from {base_url}" in (
         caplog.text
     )
+
+
+def test_nan_infinity_or_a_huge_number_in_a_payload_become_rejected_rows_not_a_failed_fetch(
+    data_dir: Path, shared_rows: list[list[str]]
+) -> None:
+    """Python's JSON reader accepts them; Airflow's XCom encoder and MySQL's JSON type do not.
+
+    Left as numbers, the fetch task's result could not be passed on: the task would fail after
+    its request, and each retry would request again and fail the same way, losing the payload.
+    """
+    good = shared_rows[:20]
+    bad = ['[NaN, "51", "3"]', '["2596", Infinity, "3"]', '["2596", "51", 1e400]', f'["{"9" * 30}", "51", "3"]']
+    rows = ", ".join([*(json.dumps(row) for row in good), *bad])
+    body = f'{{"group_number": 2, "batch_number": 1, "data": [{rows}]}}'
+    stub = FastAPI()
+
+    @stub.get("/data")
+    def data() -> Response:
+        return Response(body, media_type="application/json")
+
+    with serve_in_thread(stub) as base_url:
+        settings = Settings(
+            data_dir=data_dir, data_db_url=f"sqlite:///{data_dir / 'covertype.db'}", data_api_url=base_url
+        )
+        fetched = pipeline.fetch_batch(settings, 2, "run-1")
+    json.dumps(fetched, allow_nan=False)  # what Airflow does with a task's result: no ValueError
+    assert fetched["rows"][20:] == [
+        ["NaN", "51", "3"],
+        ["2596", "Infinity", "3"],
+        ["2596", "51", "Infinity"],
+        ["9" * 30, "51", "3"],
+    ]
+
+    stored = pipeline.store_batch(settings, "run-1", fetched)
+    assert (stored["rows_stored"], stored["rows_rejected"]) == (20, 4)

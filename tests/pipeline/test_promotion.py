@@ -249,7 +249,7 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
     _delete_logged_model_files(broken.holdout_model_uri)
 
     challenger = _log(outcome, "run-2")
-    with caplog.at_level(logging.WARNING, logger="covertype.tracking"):
+    with caplog.at_level(logging.WARNING, logger="covertype.promotion"):
         result = promotion.register_and_promote(challenger, evaluation, model_name="covertype", alias="production")
 
     assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
@@ -428,3 +428,21 @@ def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_o
     assert history[0].value == recorded.champion_macro_f1
     assert math.isnan(history[-1].value)
     assert math.isnan(client.get_run(medium.run_id).data.metrics["champion_macro_f1"])
+
+
+def test_recording_an_unscored_decision_again_adds_no_metric_point(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """A retry records the same decision again: NaN equals NaN here, so the history gets one point per value."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    trained = _log(training.train(shared_observations.sample(600, random_state=3), FAST), "run-1")
+    version = str(mlflow.register_model(trained.model_uri, "covertype").version)
+    unscored = promotion.PromotionDecision(False, "challenger_unscored", math.nan, 0.8, "1")
+
+    for _attempt in range(2):
+        promotion._record_decision(client, trained, unscored, model_name="covertype", version=version, eval_rows=0)
+
+    history = client.get_metric_history(trained.run_id, "challenger_macro_f1")
+    assert len(history) == 1
+    assert math.isnan(history[0].value)
+    assert [point.value for point in client.get_metric_history(trained.run_id, "champion_macro_f1")] == [0.8]
