@@ -8,7 +8,6 @@ container runs it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,19 +19,15 @@ from alembic import command
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.utils import _get_alembic_config, _verify_schema, create_sqlalchemy_engine_with_retry
 
+from tests.scripts import load_script
+
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "mlflow" / "serve.py"
 
 pytestmark = pytest.mark.slow
 
 
 def _launcher() -> ModuleType:
-    # Loaded from its file: the repo's mlflow/ directory is not a package (and would shadow MLflow's).
-    spec = importlib.util.spec_from_file_location("mlflow_serve", SERVE_SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SERVE_SCRIPT, "mlflow_serve")
 
 
 def _schema_is_current(uri: str) -> bool:

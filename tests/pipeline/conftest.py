@@ -9,7 +9,6 @@ database once per session.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from mlflow import MlflowClient
 from covertype import store
 from covertype.parsing import parse_payload_rows
 from covertype.schema import RAW_COLUMNS
+from tests.scripts import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
@@ -34,12 +34,7 @@ AIRFLOW_HEALTHCHECK = REPO_ROOT / "airflow" / "healthcheck.py"
 
 def load_airflow_healthcheck() -> ModuleType:
     """The compose healthcheck script of the Airflow services (a file, not a package module)."""
-    spec = importlib.util.spec_from_file_location("airflow_healthcheck", AIRFLOW_HEALTHCHECK)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(AIRFLOW_HEALTHCHECK, "airflow_healthcheck")
 
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="covertype-airflow-"))

@@ -8,6 +8,7 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 import mlflow
@@ -312,17 +313,35 @@ def test_a_production_version_whose_file_is_corrupted_is_replaced(
     )
 
 
-def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, shared_observations: pd.DataFrame) -> None:
-    """A run cleared after later runs promoted newer versions is compared with the current holder again."""
-    client = MlflowClient(tracking_uri=mlflow_store)
+class ThreeRuns(NamedTuple):
+    """Three logged training runs of rising quality, and how to register and promote one on the same rows."""
+
+    weak: tracking.TrainedRun
+    medium: tracking.TrainedRun
+    strong: tracking.TrainedRun
+    promote: Callable[[tracking.TrainedRun], promotion.PromotionResult]
+
+
+@pytest.fixture
+def three_runs(mlflow_store: str, shared_observations: pd.DataFrame) -> ThreeRuns:
     frame = shared_observations.sample(3000, random_state=4)
     evaluation = training.evaluation_rows(frame, FAST)
-    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
-    medium = _log(training.train(frame.head(400), FAST), "run-2")
-    strong = _log(training.train(frame, FAST), "run-3")
 
     def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
         return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+
+    return ThreeRuns(
+        weak=_log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1"),
+        medium=_log(training.train(frame.head(400), FAST), "run-2"),
+        strong=_log(training.train(frame, FAST), "run-3"),
+        promote=promote,
+    )
+
+
+def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, three_runs: ThreeRuns) -> None:
+    """A run cleared after later runs promoted newer versions is compared with the current holder again."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    weak, medium, strong, promote = three_runs
 
     assert promote(weak).promoted
     # Run 2 recorded "promoted over version 1" and died before moving the alias; run 3 then won.
@@ -401,18 +420,11 @@ def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
 
 
 def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_one(
-    mlflow_store: str, shared_observations: pd.DataFrame
+    mlflow_store: str, three_runs: ThreeRuns
 ) -> None:
     """MLflow metrics cannot be deleted: a NaN point says the new decision had no champion score."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(3000, random_state=4)
-    evaluation = training.evaluation_rows(frame, FAST)
-    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-1")
-    medium = _log(training.train(frame.head(400), FAST), "run-2")
-    strong = _log(training.train(frame, FAST), "run-3")
-
-    def promote(run: tracking.TrainedRun) -> promotion.PromotionResult:
-        return promotion.register_and_promote(run, evaluation, model_name="covertype", alias="production")
+    weak, medium, strong, promote = three_runs
 
     promote(weak)
     recorded = promote(medium)  # scored against version 1
