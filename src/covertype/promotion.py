@@ -6,8 +6,9 @@ production version on the *current* evaluation set. Each version is scored
 through its hold-out model (the version's tag ``holdout_model_uri``), the fit
 that never saw those rows; a version without that tag (registered before
 hold-out models existed) was itself fitted without them and is scored
-directly. A production version whose model can no longer be loaded (artifacts
-lost, a corrupted file, an incompatible class) cannot be compared: the
+directly. A production version whose hold-out or served model can no longer
+be loaded (artifacts lost, a corrupted file, an incompatible class) cannot be
+compared, or served: the
 challenger, which just loaded from the same store, replaces it
 (``champion_unloadable``) rather than the pipeline failing on every run. The
 decision and both scores go to the training run (metrics and tags) and to the
@@ -140,38 +141,49 @@ def is_broken_model_error(error: BaseException) -> bool:
 def _decide(
     client: Any, trained: TrainedRun, evaluation: pd.DataFrame, *, model_name: str, alias: str
 ) -> PromotionDecision:
-    """Score the challenger and the alias holder through their hold-out models on the same rows."""
+    """Score the challenger and the alias holder through their hold-out models on the same rows.
+
+    The alias holder's served model (what the inference service loads) must load too: a version
+    whose hold-out model scores well but whose served model is gone would otherwise keep the alias
+    while the service cannot load it.
+    """
     champion_version = _current_alias_version(client, model_name, alias)
     challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
     if champion_version is None:
         return decide_promotion(challenger_f1, None, None)
-    champion_uri = _holdout_uri_of_version(client, model_name, champion_version)
-    try:
-        champion_model = load_checked_model(champion_uri)
-    except Exception as error:
-        if not is_broken_model_error(error):
-            # A timeout, an outage or memory: say which model, and let the task's retries try again.
-            raise RuntimeError(
-                f"{model_name} version {champion_version} (alias {alias}) could not be loaded from {champion_uri}: "
-                f"{type(error).__name__}: {error}"
-            ) from error
-        # The version itself is broken (its files deleted, or a model this code cannot read). Keeping it
-        # would fail every later run the same way and leave the service on a model it cannot reload.
-        log.exception(
-            "%s version %s (alias %s) cannot be loaded from %s: the challenger replaces it",
-            model_name,
-            champion_version,
-            alias,
-            champion_uri,
-        )
-        return PromotionDecision(
-            True,
-            "champion_unloadable",
-            challenger_f1,
-            None,
-            champion_version,
-            champion_error=f"{type(error).__name__}: {error}"[:500],
-        )
+    scored_uri = _holdout_uri_of_version(client, model_name, champion_version)
+    served_uri = f"models:/{model_name}/{champion_version}"
+    champion_model = None
+    for uri in dict.fromkeys((scored_uri, served_uri)):
+        try:
+            model = load_checked_model(uri)
+        except Exception as error:
+            if not is_broken_model_error(error):
+                # A timeout, an outage or memory: say which model, and let the task's retries try again.
+                raise RuntimeError(
+                    f"{model_name} version {champion_version} (alias {alias}) could not be loaded from {uri}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            # The version itself is broken (its files deleted, or a model this code cannot read). Keeping it
+            # would fail every later run the same way and leave the service on a model it cannot reload.
+            log.exception(
+                "%s version %s (alias %s) cannot be loaded from %s: the challenger replaces it",
+                model_name,
+                champion_version,
+                alias,
+                uri,
+            )
+            return PromotionDecision(
+                True,
+                "champion_unloadable",
+                challenger_f1,
+                None,
+                champion_version,
+                champion_error=f"{type(error).__name__}: {error}"[:500],
+            )
+        if uri == scored_uri:
+            champion_model = model
+        del model  # the served model was only checked: its memory goes before scoring
     return decide_promotion(challenger_f1, score(champion_model, evaluation).macro_f1, champion_version)
 
 

@@ -269,6 +269,24 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
     assert (again.reason, again.champion_version) == ("tie", "2")
 
 
+def test_a_production_version_whose_served_model_is_gone_is_replaced(
+    mlflow_store: str, shared_observations: pd.DataFrame
+) -> None:
+    """Its hold-out model still scores, but the inference service cannot load what the alias names."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=8)
+    evaluation = training.evaluation_rows(frame, FAST)
+    strong = _log(training.train(frame, FAST), "run-1")
+    promotion.register_and_promote(strong, evaluation, model_name="covertype", alias="production")
+    _delete_logged_model_files(strong.model_uri)  # the served model only; its hold-out twin is intact
+
+    weak = _log(training.train(frame[frame["Cover_Type"].isin([1, 2])].head(60), FAST), "run-2")
+    result = promotion.register_and_promote(weak, evaluation, model_name="covertype", alias="production")
+
+    assert (result.version, result.promoted, result.reason) == ("2", True, "champion_unloadable")
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "2"
+
+
 def _rewrite_skops_members(model_uri: str, change: Callable[[dict[str, bytes]], None]) -> None:
     """Damage the logged model's skops zip in place (its members edited), as a bad copy or disk would."""
     model = mlflow.get_logged_model(model_uri.removeprefix("models:/"))
