@@ -21,9 +21,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from inference.app import create_app
-from inference.body_limit import MIN_BODY_LIMIT_BYTES, body_limit_bytes
+from inference.body_limit import MIN_BODY_LIMIT_BYTES, BodyLimitMiddleware, body_limit_bytes
 from tests.inference.stores import ServingStore, record_of
 
 # The client fixture configures PREDICT_MAX_INSTANCES=50: the limit is the 1 MiB floor.
@@ -135,3 +136,21 @@ def test_a_real_server_refuses_large_bodies_unread_and_keeps_answering(
             assert http.post("/predict", json=record).status_code == 200
             assert http.post("/predict", json={"instances": [record] * 50}).status_code == 200
             assert 'path="/predict",status="413"} 2.0' in http.get("/metrics").text
+
+
+def test_an_app_that_reads_past_the_limit_without_answering_gets_the_413_from_the_middleware() -> None:
+    """The fallback for an app that does not answer the error itself (FastAPI's handler normally does)."""
+
+    async def reads_everything(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    app = BodyLimitMiddleware(reads_everything, max_bytes=10, detail="at most 10 bytes")
+    bare = TestClient(app)  # not entered: the bare app has no lifespan
+    # A generator body is sent chunked: no declared length, so only counting can stop it.
+    refused = bare.post("/", content=(part for part in [b"12345", b"67890", b"X"]))
+    accepted = bare.post("/", content=(part for part in [b"12345", b"67890"]))
+    assert (refused.status_code, refused.json()) == (413, {"detail": "at most 10 bytes"})
+    assert (accepted.status_code, accepted.text) == (200, "read it all")
