@@ -182,7 +182,10 @@ def test_ten_runs_collect_ten_batches_then_skip(
     # The UI's Airflow client, against Airflow's own REST API over these runs: the ten that trained,
     # with their batches and versions; the eleventh left out as "collection complete".
     with airflow_api(tmp_path, monkeypatch) as (base_url, password):
-        recent = AirflowClient(base_url, "admin", password).recent_runs(15, hide_collection_complete=True)
+        airflow = AirflowClient(base_url, "admin", password)
+        recent = airflow.recent_runs(15, hide_collection_complete=True)
+        # The trigger button's guard: Airflow filters by state (all eleven runs have ended).
+        assert airflow.unfinished_runs() == []
     assert [run.run_id for run in recent.collection_complete] == [eleventh.run_id]
     assert [run.run_id for run in recent.runs] == run_ids[::-1]
     assert [run.task_results["store"]["batch_number"] for run in recent.runs] == list(range(10, 0, -1))

@@ -208,17 +208,20 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         return dag_body(state)
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns")
-    def list_runs(
+    def list_runs(  # noqa: PLR0917 - FastAPI reads each query parameter from the signature
         dag_id: str,
         limit: Annotated[int, Query()] = 50,
         offset: Annotated[int, Query()] = 0,
         order_by: Annotated[str, Query()] = "id",
+        run_state: Annotated[list[str] | None, Query(alias="state")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
         require_token(state, authorization)
         require_dag(state, dag_id)
         state.list_runs_calls += 1
         runs = sorted(state.runs, key=lambda run: run.run_after, reverse=order_by.startswith("-"))
+        if run_state:
+            runs = [run for run in runs if run.state in run_state]
         page = runs[offset : offset + min(limit, MAXIMUM_PAGE_LIMIT)]
         return {"dag_runs": [run_body(run) for run in page], "total_entries": len(state.runs)}
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from tests.ui.apptest import all_text, open_page, texts
 from tests.ui.backends import data_api_server, fill_data_db
+from tests.ui.servers import serve
 
 
 @pytest.fixture
@@ -65,3 +67,38 @@ def test_unreachable_data_api_and_data_db_are_named(ui_env) -> None:
     assert "Data DB" in db_error
     assert "DATA_DB_URL" in db_error
     assert "secret-pw" not in all_text(app)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (["ok"], "answered a JSON list, not the status object"),
+        ("ok", "answered a JSON str, not the status object"),
+        ({"dataset": {"rows": "15120", "batches": None}, "groups": "all"}, None),
+    ],
+    ids=["list", "string", "odd-fields"],
+)
+def test_a_status_document_of_another_shape_is_one_error_or_shown_as_sent(
+    ui_env, tmp_path: Path, answer: object, expected: str | None
+) -> None:
+    """The course API's GET / is not ours: an unexpected shape must not break the page or hide the data DB."""
+    stub = FastAPI()
+
+    @stub.get("/")
+    def status() -> object:
+        return answer
+
+    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    with serve(stub) as url:
+        ui_env.setenv("DATA_API_URL", url)
+        app = open_page("data")
+    assert not app.exception, app.exception
+    assert "no tables yet" in all_text(app), "the data DB section still renders"
+    if expected is None:
+        assert not app.error, texts(app.error)
+        metrics = {metric.label: metric.value for metric in app.metric}
+        assert (metrics["rows in the dataset"], metrics["batches"]) == ("15120", "—")
+    else:
+        [error] = texts(app.error)
+        assert "Data API" in error
+        assert expected in error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -123,6 +125,28 @@ def test_trigger_button_queues_a_run(airflow: AirflowStubState) -> None:
     assert new_run.run_type == "manual"
     assert any(new_run.run_id in message for message in texts(app.success))
     assert app.dataframe[0].value["run"].iloc[0] == new_run.run_id
+
+    # A second click while that run is queued (a double click, or an impatient one) queues nothing.
+    app.button(key="pipeline_trigger").click().run()
+    assert len(airflow.runs) == 6
+    [warning] = texts(app.warning)
+    assert f"Run `{new_run.run_id}` is queued: no other run triggered" in warning
+
+
+def test_a_collection_restarted_after_it_was_complete_is_not_called_complete(ui_env) -> None:
+    """Runs that found it complete, then runs that fetched again: no advice to pause a collecting DAG."""
+    runs = sample_runs(4, collection_complete=2)
+    restarted_at = runs[-1].run_after + timedelta(minutes=6)
+    runs.append(replace(runs[0], run_id=f"scheduled__{restarted_at.isoformat()}", run_after=restarted_at))
+    with airflow_serving(AirflowStubState(runs=runs), ui_env):
+        app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [hidden] = texts(app.info)
+    assert f"2 earlier runs (the newest `{runs[5].run_id}`) found the collection complete before the runs below" in (
+        hidden
+    )
+    assert "Pause the DAG" not in hidden
+    assert app.dataframe[0].value["run"].iloc[0] == runs[-1].run_id
 
 
 def test_toggle_pauses_and_unpauses_the_dag(airflow: AirflowStubState) -> None:

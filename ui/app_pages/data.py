@@ -12,6 +12,15 @@ from ui.clients.data_db import DataOverview
 from ui.clients.errors import ServiceError
 
 
+def _shown(value: Any) -> str:
+    """A status figure for a metric: a thousands separator for a count, as sent otherwise, "—" if absent."""
+    if value is None:
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
 def _data_api(base_url: str) -> None:
     st.subheader("Data API")
     st.caption(f"`GET {base_url}/` (status only: fetching batches is the DAG's job, one request per run)")
@@ -21,15 +30,16 @@ def _data_api(base_url: str) -> None:
         services.show_error(error)
         return
     st.success(f"The data API answers: {status.get('service', 'data API')} is **{status.get('status', 'up')}**.")
-    dataset: dict[str, Any] = status.get("dataset") or {}
-    if dataset:
+    # Read defensively: the course API's status document is not ours, and may differ from the replica's.
+    dataset = status.get("dataset")
+    if isinstance(dataset, dict) and dataset:
         columns = st.columns(4)
-        columns[0].metric("rows in the dataset", f"{dataset.get('rows', 0):,}")
-        columns[1].metric("batches", dataset.get("batches", "—"))
-        columns[2].metric("rows per portion", dataset.get("portion_size", "—"))
-        columns[3].metric("batch window (s)", status.get("min_update_time", "—"))
+        columns[0].metric("rows in the dataset", _shown(dataset.get("rows")))
+        columns[1].metric("batches", _shown(dataset.get("batches")))
+        columns[2].metric("rows per portion", _shown(dataset.get("portion_size")))
+        columns[3].metric("batch window (s)", _shown(status.get("min_update_time")))
     groups = status.get("groups")
-    if groups:
+    if isinstance(groups, list) and groups and all(isinstance(group, dict) for group in groups):
         st.dataframe(pd.DataFrame(groups), hide_index=True, width="stretch")
     with st.expander("Full answer"):
         st.json(status)
@@ -64,7 +74,7 @@ def _data_db(overview: DataOverview) -> None:
     else:
         st.dataframe(overview.rejects_by_reason, hide_index=True)
         st.dataframe(overview.rejected_rows, hide_index=True, width="stretch")
-    with st.expander("Fetches (one per DAG run), newest first"):
+    with st.expander("Fetches (one per DAG run), newest first; times in UTC"):
         st.dataframe(overview.fetches, hide_index=True, width="stretch")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import streamlit as st
 
 from ui import services
-from ui.clients.airflow import RecentRuns
+from ui.clients.airflow import DagRun, RecentRuns
 from ui.clients.errors import ServiceError
 from ui.presentation import runs_frame, short_time
 
@@ -33,9 +35,22 @@ def _set_paused() -> None:
 
 
 def _trigger() -> None:
-    """Callback of the trigger button: queue a manual run."""
+    """Callback of the trigger button: queue a manual run, unless one is already queued or running.
+
+    A second click (or a click after a slow answer) would otherwise queue a second run, which fetches
+    within the same batch window again once the first ends.
+    """
+    client = services.airflow_client(*_airflow_args())
     try:
-        run = services.airflow_client(*_airflow_args()).trigger_run()
+        unfinished = client.unfinished_runs()
+        if unfinished:
+            newest = unfinished[0]
+            st.session_state[f"{KEY}flash"] = (
+                "warning",
+                f"Run `{newest.run_id}` is {newest.state}: no other run triggered. Trigger again once it has ended.",
+            )
+            return
+        run = client.trigger_run()
     except ServiceError as error:
         st.session_state[f"{KEY}flash"] = ("error", error)
         return
@@ -50,6 +65,8 @@ def _show_flash() -> None:
     kind, payload = flash
     if kind == "error":
         services.show_error(payload)
+    elif kind == "warning":
+        st.warning(payload)
     else:
         st.success(payload)
 
@@ -60,6 +77,14 @@ def _explain_hidden(recent: RecentRuns, is_paused: bool) -> None:
         return
     newest = recent.collection_complete[0]
     count = len(recent.collection_complete)
+    plural = "s" if count != 1 else ""
+    if recent.runs and _after(recent.runs[0], newest):
+        # Runs that fetched data came after them: the group was restarted, the collection goes on.
+        st.info(
+            f"{count} earlier run{plural} (the newest `{newest.run_id}`) found the collection complete before "
+            "the runs below (the group was restarted since); hidden below."
+        )
+        return
     advice = "" if is_paused else " Pause the DAG to stop the scheduled runs."
     if not recent.scanned_all:
         scanned = count + len(recent.runs)
@@ -68,10 +93,17 @@ def _explain_hidden(recent: RecentRuns, is_paused: bool) -> None:
             f"them, are listed in Airflow's own UI.{advice}"
         )
     st.info(
-        f"The collection is complete: {count} recent run{'s' if count != 1 else ''} (the newest "
+        f"The collection is complete: {count} recent run{plural} (the newest "
         f"`{newest.run_id}`) got 'collection complete' from the data API and skipped every task; "
         f"hidden below.{advice}"
     )
+
+
+def _after(run: DagRun, other: DagRun) -> bool:
+    """Whether ``run`` came after ``other`` (by ``run_after``; unknown times never count as later)."""
+    if not run.run_after or not other.run_after:
+        return False
+    return datetime.fromisoformat(run.run_after) > datetime.fromisoformat(other.run_after)
 
 
 def render() -> None:

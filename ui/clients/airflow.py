@@ -228,6 +228,15 @@ class AirflowClient:
             next_run_after=body.get("next_dagrun_run_after"),
         )
 
+    def unfinished_runs(self) -> list[DagRun]:
+        """Runs queued or running, newest first (a few at most: the DAG runs one at a time)."""
+        body = self._dag_json(
+            "GET",
+            f"/api/v2/dags/{self.dag_id}/dagRuns",
+            params={"state": ["queued", "running"], "limit": 5, "order_by": "-run_after"},
+        )
+        return [_dag_run(item) for item in body.get("dag_runs", [])]
+
     def trigger_run(self) -> DagRun:
         """Queue a manual run now; ``logical_date`` must be sent (as null) or Airflow 3 answers 422."""
         body = self._dag_json("POST", f"/api/v2/dags/{self.dag_id}/dagRuns", json={"logical_date": None})

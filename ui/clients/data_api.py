@@ -23,9 +23,9 @@ class DataApiStatusClient:
         self._client = DataApiClient(self.base_url, timeout_s=timeout_s)
 
     def status(self) -> dict[str, Any]:
-        """The status document the API returns (JSON), as is."""
+        """The status document the API returns (a JSON object), as is."""
         try:
-            return self._client.status()
+            body = self._client.status()
         except ServiceUnavailable as error:
             raise ServiceUnreachable(
                 SERVICE, str(error), "that the data API is running and that DATA_API_URL points at it"
@@ -34,6 +34,13 @@ class DataApiStatusClient:
             raise UnexpectedResponse(
                 SERVICE, f"GET / of {self.base_url} failed: {error}", "that DATA_API_URL points at the data API"
             ) from error
+        if not isinstance(body, dict):
+            raise UnexpectedResponse(
+                SERVICE,
+                f"GET / of {self.base_url} answered a JSON {type(body).__name__}, not the status object",
+                "that DATA_API_URL points at the data API",
+            )
+        return body
 
     def close(self) -> None:
         self._client.close()
