@@ -48,7 +48,8 @@ GroupNumber = Annotated[int, Query(description="The group, 1..10")]
 
 
 def _bad_group(error: BadGroupError) -> HTTPException:
-    # 400 like the course API; the detail says "group", which is how clients tell it from "complete".
+    # 400, the contract's error code; the detail says "group", which is how clients tell it from "complete"
+    # (clients also read a 422 as a bad group: a course API validating the query answers that).
     return HTTPException(status_code=400, detail=str(error))
 
 
