@@ -103,6 +103,8 @@ def short_time(value: str | None) -> str | None:
 def _task_summary(states: dict[str, str | None]) -> str:
     """``all success`` / ``all skipped``, or each task whose state differs from success."""
     distinct = set(states.values())
+    if distinct <= {None}:  # no task instance yet, or none with a state
+        return "not started"
     if len(distinct) == 1:
         return f"all {next(iter(distinct))}"
     return ", ".join(f"{task}: {state}" for task, state in states.items() if state != "success")
@@ -125,7 +127,7 @@ def runs_frame(runs: list[DagRun]) -> pd.DataFrame:
                 "macro-F1": _result(run, TRAIN_TASK, "macro_f1"),
                 "model version": _result(run, PROMOTE_TASK, "version"),
                 "promoted": _promotion(run),
-                "tasks": _task_summary(run.task_states) if run.task_states else None,
+                "tasks": _task_summary(run.task_states),
                 "run": run.run_id,
             }
         )

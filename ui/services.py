@@ -73,33 +73,12 @@ def data_api_client(base_url: str) -> DataApiStatusClient:
     return DataApiStatusClient(base_url)
 
 
-def current_inference() -> InferenceClient:
-    return inference_client(url(settings().inference_url))
-
-
-def current_airflow() -> AirflowClient:
-    config = settings()
-    return airflow_client(url(config.airflow_api_url), config.airflow_username, config.airflow_password)
-
-
-def current_tracking() -> TrackingClient:
-    config = settings()
-    return tracking_client(
-        config.resolved_mlflow_tracking_uri, config.mlflow_experiment_name, config.model_name, config.model_alias
-    )
-
-
 # Fetched data (short TTL; keyed by the configuration so two setups never share an entry) ----------
 
 
 @st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
 def model_info(base_url: str) -> ModelInfo:
     return inference_client(base_url).model_info()
-
-
-@st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
-def inference_health(base_url: str) -> dict[str, Any]:
-    return inference_client(base_url).health()
 
 
 @st.cache_data(ttl=PIPELINE_TTL_S, show_spinner=False)

@@ -44,6 +44,9 @@ def test_rows_per_batch_classes_and_rejects(data_db, ui_env, covertype_csv, tmp_
     assert per_batch["rows_rejected"].tolist() == [0, 2, 0]
     [classes] = [frame for frame in frames if "observations" in frame.columns and "name" in frame.columns]
     assert classes["observations"].sum() == 360
+    [repeats] = [frame for frame in frames if "times served" in frame.columns]
+    assert repeats["distinct observations"].sum() == 360
+    assert (repeats["times served"] * repeats["distinct observations"]).sum() == 360 + 10 + 10  # batches 2, 3 re-serve
     [rejects] = [frame for frame in frames if "detail" in frame.columns]
     assert sorted(rejects["reason"]) == ["unknown_category", "wrong_field_count"]
     assert any("C9999" in detail for detail in rejects["detail"])

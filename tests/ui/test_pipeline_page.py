@@ -125,6 +125,7 @@ def test_trigger_button_queues_a_run(airflow: AirflowStubState) -> None:
     assert new_run.run_type == "manual"
     assert any(new_run.run_id in message for message in texts(app.success))
     assert app.dataframe[0].value["run"].iloc[0] == new_run.run_id
+    assert app.dataframe[0].value["tasks"].iloc[0] == "not started"
 
     # A second click while that run is queued (a double click, or an impatient one) queues nothing.
     app.button(key="pipeline_trigger").click().run()

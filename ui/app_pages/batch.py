@@ -20,10 +20,15 @@ from ui.clients.errors import ServiceError
 KEY = "batch_"
 
 
+def _version_order(version: str) -> tuple[int, str]:
+    """Registry versions are numbers sent as text: "9" before "10"."""
+    return (int(version), version) if version.isdigit() else (0, version)
+
+
 def _show(outcome: BatchOutcome, file_name: str) -> None:
     predicted = len(outcome.predictions)
     rejected = len(outcome.rejected)
-    versions = ", ".join(sorted(outcome.model_versions)) or "none"
+    versions = ", ".join(sorted(outcome.model_versions, key=_version_order)) or "none"
     message = f"Predicted **{predicted}** rows of `{file_name}` with model version {versions}; **{rejected}** rejected."
     (st.warning if rejected else st.success)(message)
     if predicted:

@@ -74,6 +74,11 @@ def _data_db(overview: DataOverview) -> None:
     else:
         st.dataframe(overview.rejects_by_reason, hide_index=True)
         st.dataframe(overview.rejected_rows, hide_index=True, width="stretch")
+    st.markdown("**Repeats** (the API re-serves rows: each is stored once and trained on once)")
+    st.dataframe(
+        overview.repeat_counts.rename(columns={"times_seen": "times served", "observations": "distinct observations"}),
+        hide_index=True,
+    )
     with st.expander("Fetches (one per DAG run), newest first; times in UTC"):
         st.dataframe(overview.fetches, hide_index=True, width="stretch")
 
