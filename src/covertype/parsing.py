@@ -119,13 +119,10 @@ def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
     return features
 
 
-def _raw_label(raw_row: Sequence[Any]) -> int | None:
-    """The label of a row whose features are valid, or None: a row rejected anyway is no evidence of numbering."""
-    if len(raw_row) != len(RAW_COLUMNS):
-        return None
+def _integer_or_none(value: Any) -> int | None:
+    """A label as an integer, or None when it is not one (its row is rejected later)."""
     try:
-        parse_features(raw_row)
-        return parse_integer(LABEL_COLUMN, raw_row[-1])
+        return parse_integer(LABEL_COLUMN, value)
     except RowError:
         return None
 
@@ -135,8 +132,8 @@ def _raw_label(raw_row: Sequence[Any]) -> int | None:
 OVERRIDE_SHARE = 0.05
 
 
-def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: LabelScheme | None = None) -> LabelScheme:
-    """Decide once for the whole payload whether labels are 1..7 or 0..6.
+def detect_label_scheme(labels: Sequence[int], collection_scheme: LabelScheme | None = None) -> LabelScheme:
+    """Decide once for the whole payload, from its rows' integer labels, whether they are 1..7 or 0..6.
 
     Only the labels of rows whose features are valid count: a garbage row
     (say, all zeros) is rejected anyway and must not decide how the good rows
@@ -153,7 +150,6 @@ def detect_label_scheme(raw_rows: Sequence[Sequence[Any]], collection_scheme: La
     numbering. Deciding per payload, never per row, keeps a lone bad label from
     being silently shifted into a valid class.
     """
-    labels = [label for raw_row in raw_rows if (label := _raw_label(raw_row)) is not None]
     return label_scheme_of_counts(labels.count(0), labels.count(7), len(labels), collection_scheme)
 
 
@@ -190,13 +186,18 @@ def _as_fields(raw_row: Any) -> list[Any] | None:
     return None
 
 
-def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
-    """Parse one labelled raw row into a typed record, or raise ``RowError``."""
+def _row_features(raw_row: Any) -> tuple[list[Any], dict[str, int | str]]:
+    """The row's fields and its typed features, or ``RowError`` (the label is not read here)."""
     fields = _as_fields(raw_row)
     if fields is None or len(fields) != len(RAW_COLUMNS):
         count = "not a list" if fields is None else len(fields)
         raise RowError(RejectReason.WRONG_FIELD_COUNT, f"expected {len(RAW_COLUMNS)} fields, got {count}")
-    record = parse_features(fields)
+    return fields, parse_features(fields)
+
+
+def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
+    """Parse one labelled raw row into a typed record, or raise ``RowError``."""
+    fields, record = _row_features(raw_row)
     record[LABEL_COLUMN] = normalise_label(parse_integer(LABEL_COLUMN, fields[-1]), scheme)
     return record
 
@@ -204,17 +205,30 @@ def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
 def parse_payload_rows(raw_rows: Sequence[Any], collection_scheme: LabelScheme | None = None) -> ParsedPayload:
     """Parse every row of a payload; never raises for a bad row.
 
-    ``collection_scheme`` is the label numbering earlier payloads showed (see ``detect_label_scheme``).
+    Each row's features are parsed once; the labels of the rows whose features
+    are valid then decide the numbering (``detect_label_scheme``), and each of
+    those labels is read under it. ``collection_scheme`` is the label numbering
+    earlier payloads showed.
     """
-    rows_as_lists = [fields for raw_row in raw_rows if (fields := _as_fields(raw_row)) is not None]
-    scheme = detect_label_scheme(rows_as_lists, collection_scheme)
-    rows: list[dict[str, int | str]] = []
     rejected: list[RejectedRow] = []
+    featured: list[tuple[int, list[Any], dict[str, int | str]]] = []
     for position, raw_row in enumerate(raw_rows):
         try:
-            rows.append(parse_row(raw_row, scheme))
+            fields, features = _row_features(raw_row)
         except RowError as error:
-            fields = _as_fields(raw_row)
-            kept_row = fields if fields is not None else [raw_row]
-            rejected.append(RejectedRow(position, kept_row, error.reason, error.detail))
+            kept = _as_fields(raw_row)
+            rejected.append(RejectedRow(position, kept if kept is not None else [raw_row], error.reason, error.detail))
+            continue
+        featured.append((position, fields, features))
+    labels = [label for _, fields, _ in featured if (label := _integer_or_none(fields[-1])) is not None]
+    scheme = detect_label_scheme(labels, collection_scheme)
+    rows: list[dict[str, int | str]] = []
+    for position, fields, record in featured:
+        try:
+            record[LABEL_COLUMN] = normalise_label(parse_integer(LABEL_COLUMN, fields[-1]), scheme)
+        except RowError as error:
+            rejected.append(RejectedRow(position, fields, error.reason, error.detail))
+            continue
+        rows.append(record)
+    rejected.sort(key=lambda row: row.position)
     return ParsedPayload(rows=rows, rejected=rejected, label_scheme=scheme)

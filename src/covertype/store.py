@@ -52,7 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from covertype.parsing import OVERRIDE_SHARE, LabelScheme, ParsedPayload, parse_payload_rows
+from covertype.parsing import OVERRIDE_SHARE, LabelScheme, parse_payload_rows
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,6 @@ def append_fetch(
     batch_number: int,
     raw_rows: Sequence[Any],
     fetched_at: datetime | None = None,
-    parsed: ParsedPayload | None = None,
 ) -> FetchSummary:
     """Store one payload in one transaction; a second call with the same ``dag_run_id`` writes nothing.
 
@@ -301,7 +300,7 @@ def append_fetch(
         log.info("fetch of DAG run %s already stored (fetch id %s): nothing written", dag_run_id, existing.fetch_id)
         return existing
     collection_scheme = collection_label_scheme(engine)
-    parsed = parsed if parsed is not None else parse_payload_rows(raw_rows, collection_scheme)
+    parsed = parse_payload_rows(raw_rows, collection_scheme)
     hashes = [row_hash(record) for record in parsed.rows]
     counts = Counter(hashes)
     records_by_hash = dict(zip(hashes, parsed.rows, strict=True))
