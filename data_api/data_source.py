@@ -30,6 +30,7 @@ from covertype.schema import (
     WILDERNESS_AREAS,
     WILDERNESS_COLUMN,
 )
+from data_api.batches import N_BATCHES
 from data_api.settings import DataApiSettings
 
 # A child of uvicorn's logger, so that start-up messages show with uvicorn's own configuration.
@@ -179,6 +180,8 @@ def load_raw_csv(path: Path) -> Dataset:
             f"dataset {path}: {len(positions)} invalid row(s); first at line {line}: "
             f"{_describe_bad_row(fields, scheme)}"
         )
+    if len(frame) < N_BATCHES:
+        raise DatasetError(f"dataset {path}: {len(frame)} row(s); at least {N_BATCHES} are needed, one per batch")
     typed[WILDERNESS_COLUMN] = typed[WILDERNESS_COLUMN].astype("category")
     typed[SOIL_COLUMN] = typed[SOIL_COLUMN].astype("category")
     return Dataset(source=path, frame=typed.reset_index(drop=True))

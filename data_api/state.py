@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS group_state (
 BUSY_TIMEOUT_S = 30.0
 
 
+class StateStoreError(RuntimeError):
+    """The state file cannot be opened at start-up; the message names it and the way out."""
+
+
 class CollectionCompleteError(Exception):
     """The group has had its last batch and its window has passed."""
 
@@ -63,9 +67,17 @@ class StateStore:
         self.path = path
         self.n_batches = n_batches
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._transaction() as connection:
-            connection.execute(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._transaction() as connection:
+                connection.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            # Not repaired nor replaced here: the file holds where each group stands, and starting every
+            # group over at batch 1 is a decision for the operator, not for a restart loop.
+            raise StateStoreError(
+                f"state store {path}: cannot be opened ({error}); move the file aside to start every "
+                "group over at batch 1"
+            ) from error
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from covertype.parsing import parse_payload_rows
+from data_api.state import StateStoreError
 from tests.data_api.replica import BATCH_SIZE, PORTION_SIZE, ROWS_IN_SHARED_CSV, FakeClock, read_rows
 
 AppFactory = Callable[..., FastAPI]
@@ -184,3 +185,14 @@ def test_a_broken_state_store_is_503_not_a_silent_reset(build_app: AppFactory, t
     status, body = get_data(client)
     assert status == 503
     assert body["detail"].startswith("state store unavailable")
+
+
+def test_a_corrupt_state_file_stops_the_start_up_naming_it_and_the_way_out(
+    build_app: AppFactory, tmp_path: Path
+) -> None:
+    state_file = tmp_path / "state" / "state.sqlite3"
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(StateStoreError, match=r"state\.sqlite3: cannot be opened .*move the file aside"):
+        build_app()
+    assert state_file.read_bytes().startswith(b"this is not"), "the file is left for the operator"

@@ -95,8 +95,8 @@ def test_a_directory_instead_of_a_file_is_refused(tmp_path: Path) -> None:
         create_app(make_settings(tmp_path, tmp_path / "state"))
 
 
-def test_fewer_than_ten_rows_cannot_be_cut_into_batches(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="9 rows cannot be cut into 10"):
+def test_fewer_than_ten_rows_stops_the_start_up_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"small\.csv: 9 row\(s\); at least 10 are needed, one per batch"):
         create_app(make_settings(write_csv(tmp_path / "small.csv", good_lines(9)), tmp_path / "state"))
 
 
