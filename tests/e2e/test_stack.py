@@ -361,6 +361,7 @@ def text(app):
 pipeline = page("pipeline")
 runs = pipeline.dataframe[0].value if len(pipeline.dataframe) else None
 models = page("models")
+model_runs = models.dataframe[0].value if len(models.dataframe) else None
 print(json.dumps({
     "pipeline_exceptions": [str(e.value) for e in pipeline.exception],
     "pipeline_errors": [str(e.value) for e in pipeline.error],
@@ -368,6 +369,7 @@ print(json.dumps({
     "models_exceptions": [str(e.value) for e in models.exception],
     "models_errors": [str(e.value) for e in models.error],
     "models_text": text(models),
+    "models_run_links": [] if model_runs is None else model_runs["MLflow"].astype(str).tolist(),
 }))
 """
 
@@ -385,6 +387,9 @@ def test_ui_pages_show_the_stacks_runs_and_production_model(stack: Stack) -> Non
         assert float(shown[run_id]["batch"]) == seen["fetches"][run_id][0]
     version = production_version(stack)["version"]
     assert f"version {version}**" in pages["models_text"], pages["models_text"][:2000]
+    # The Models page lists every training run (read with a server-side filter on MySQL).
+    listed = {link.rsplit("/", 1)[-1] for link in pages["models_run_links"]}
+    assert seen["mlflow_runs"] <= listed, (sorted(seen["mlflow_runs"] - listed), pages["models_run_links"])
 
 
 def test_nothing_is_lost_across_down_and_up(stack: Stack) -> None:

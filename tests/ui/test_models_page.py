@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+from mlflow import MlflowClient
+
 from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
+from ui.clients.tracking import TrackingClient
 
 
 def test_production_version_runs_and_links(mlflow_store, ui_env) -> None:
@@ -83,3 +86,13 @@ def test_unreachable_mlflow_is_named_with_what_to_check() -> None:
     assert "MLflow" in error
     assert "MLFLOW_TRACKING_URI" in error
     assert "cannot connect" in error
+
+
+def test_the_run_limit_counts_training_runs_not_their_candidates(mlflow_store) -> None:
+    client = TrackingClient(mlflow_store.tracking_uri, backends.EXPERIMENT, backends.MODEL_NAME, backends.ALIAS)
+    newest_first = MlflowClient(mlflow_store.tracking_uri).search_runs(
+        [mlflow_store.experiment_id], order_by=["attributes.start_time DESC"]
+    )
+    assert newest_first[0].info.run_id == mlflow_store.candidate_run_id, "the candidate is the newest run"
+    overview = client.overview(max_runs=len(mlflow_store.versions))
+    assert [run.run_id for run in overview.runs] == [version.run_id for version in mlflow_store.versions]

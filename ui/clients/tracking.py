@@ -126,8 +126,13 @@ class TrackingClient:
         if experiment is None:
             return ExperimentOverview(experiment_id=None, runs=[], production=self.production())
         try:
+            # Candidates are nested runs (three or four per training run); leaving them out on the server
+            # makes ``max_runs`` count training runs.
             found = self._client.search_runs(
-                [experiment.experiment_id], max_results=max_runs, order_by=["attributes.start_time DESC"]
+                [experiment.experiment_id],
+                filter_string=f"tags.`{PARENT_RUN_TAG}` IS NULL",
+                max_results=max_runs,
+                order_by=["attributes.start_time DESC"],
             )
             versions = self._client.search_model_versions(f"name='{self.model_name}'")
         except Exception as error:
@@ -146,7 +151,6 @@ class TrackingClient:
                 model_versions=tuple(sorted(versions_by_run.get(run.info.run_id, []), key=int)),
             )
             for run in found
-            if PARENT_RUN_TAG not in run.data.tags  # candidates are nested runs; show the training runs
         ]
         runs.sort(key=lambda run: run.started_at or datetime.min.replace(tzinfo=UTC))
         return ExperimentOverview(experiment_id=experiment.experiment_id, runs=runs, production=self.production())
