@@ -386,6 +386,37 @@ def test_a_replayed_promotion_never_moves_the_alias_back(mlflow_store: str, thre
     assert sorted(str(v.version) for v in client.search_model_versions("name = 'covertype'")) == ["1", "2", "3"]
 
 
+def test_a_redecision_cut_short_is_decided_again_not_replayed(
+    mlflow_store: str, three_runs: ThreeRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry after a crash while the new decision was being recorded must not read the old "promoted" tag."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    weak, medium, strong, promote = three_runs
+    assert promote(weak).promoted
+    assert promote(medium).promoted  # recorded as promoted over version 1 ...
+    client.set_registered_model_alias("covertype", "production", "1")  # ... but the alias never moved
+    assert promote(strong).version == "3"
+
+    set_version_tag = MlflowClient.set_model_version_tag
+
+    def crash_before_the_decision_tag(self: MlflowClient, name: str, version: str, key: str, value: str) -> None:
+        if key == "promotion_decision":
+            raise ConnectionError("worker killed")
+        set_version_tag(self, name, version, key, value)
+
+    # Run 2 cleared: it decides again against version 3 and dies with every tag but the decision written.
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", crash_before_the_decision_tag)
+    with pytest.raises(ConnectionError):
+        promote(medium)
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", set_version_tag)
+    assert client.get_model_version("covertype", "2").tags["champion_version"] == "3"
+
+    retried = promote(medium)
+
+    assert (retried.promoted, retried.reason, retried.champion_version) == (False, "champion_better", "3")
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "3"
+
+
 def _error_of(call: Callable[[], object]) -> BaseException:
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is what the test inspects
         call()
