@@ -54,7 +54,7 @@ def _airflow_hostname() -> str:
     except OSError:
         return name
     for addr in addrs:
-        if addr[3] and "." in addr[3]:
+        if addr[3]:
             return addr[3]
     return name
 

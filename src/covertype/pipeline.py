@@ -91,8 +91,15 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
     return fetched
 
 
-def _warn_if_another_collection(previous: store.FetchSummary | None, group_number: int, batch_number: int) -> None:
-    """Say so when a payload does not continue the stored collection: training mixes them from now on."""
+def _warn_if_another_collection(
+    previous: store.FetchSummary | None, group_number: int, batch_number: int, settings: Settings
+) -> None:
+    """Say so when a payload does not continue the stored collection: training mixes them from now on.
+
+    A payload of the batch the previous run fetched is no error (a manual run inside the window gets
+    another portion of it), but scheduled runs should each get the next batch: if they do not, the
+    schedule is shorter than the data API's window, and the collection takes more runs than it should.
+    """
     if previous is None:
         return
     if previous.group_number != group_number:
@@ -111,6 +118,16 @@ def _warn_if_another_collection(previous: store.FetchSummary | None, group_numbe
             batch_number,
             group_number,
             previous.batch_number,
+        )
+    elif batch_number == previous.batch_number:
+        log.warning(
+            "batch %s of group %s again, as the previous run's fetch: this run came within the data API's batch "
+            "window and got another portion of the same batch. Scheduled runs must be further apart than that "
+            "window (PIPELINE_SCHEDULE_SECONDS=%g, MIN_UPDATE_TIME=%g)",
+            batch_number,
+            group_number,
+            settings.pipeline_schedule_seconds,
+            settings.min_update_time,
         )
 
 
@@ -146,7 +163,7 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
         batches = store.batches_seen(engine)
     finally:
         engine.dispose()
-    _warn_if_another_collection(previous, summary.group_number, summary.batch_number)
+    _warn_if_another_collection(previous, summary.group_number, summary.batch_number, settings)
     result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
     log.info(
         "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from urllib.error import HTTPError
 
 import pytest
+from airflow.utils.net import getfqdn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -38,3 +40,15 @@ def test_an_unreachable_database_or_an_error_fails(
 ) -> None:
     with serve_in_thread(_health_app(status_code, metadatabase)) as base_url, pytest.raises(error, match=message):
         load_airflow_healthcheck().api_server_ok(f"{base_url}/api/v2/monitor/health")
+
+
+@pytest.mark.parametrize("canonical_name", ["", "vm", "vm.example.internal"])
+def test_the_heartbeat_check_names_the_host_as_airflow_does(
+    canonical_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A different name would find no job row: the dag-processor and triggerer would stay unhealthy."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "a1b2c3d4e5f6")
+    answer = [(socket.AF_INET, socket.SOCK_DGRAM, 17, canonical_name, ("172.18.0.5", 0))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answer)
+    airflow_name = getfqdn.__wrapped__()  # past its cache
+    assert load_airflow_healthcheck()._airflow_hostname() == airflow_name == (canonical_name or "a1b2c3d4e5f6")

@@ -129,6 +129,12 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
+        pipeline.store_batch(settings, "run-1c", _fetched(shared_rows[200:250], batch=4))
+    assert "batch 4 of group 2 again, as the previous run's fetch" in caplog.text
+    assert "(PIPELINE_SCHEDULE_SECONDS=330, MIN_UPDATE_TIME=300)" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
         pipeline.store_batch(settings, "run-2", _fetched(shared_rows[50:100], batch=1))
     assert "batch 1 of group 2 after batch 4: the group was restarted" in caplog.text
 
