@@ -45,7 +45,19 @@ class RegistryState(StrEnum):
     NO_REGISTERED_MODEL = "no_registered_model"
     ALIAS_NOT_SET = "alias_not_set"
     UNREACHABLE = "registry_unreachable"
+    ARTIFACTS_UNREACHABLE = "artifacts_unreachable"
     LOAD_FAILED = "load_failed"
+
+
+class ArtifactDownloadError(RuntimeError):
+    """A version's files could not be downloaded: an outage of the artifact store, tried again at the next
+    check, not a broken model that waits out the growing retry pause."""
+
+
+def failed_retry_pause_s(poll_interval_s: float, failed_attempts: int) -> float:
+    """The pause before a version that failed to load is downloaded again: the poll interval doubled per
+    failure, at most ``MAX_FAILED_RETRY_S`` (the exponent is capped: ``2**1024`` is no float)."""
+    return min(poll_interval_s * 2.0 ** min(failed_attempts, 64), MAX_FAILED_RETRY_S)
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class RegistryStatus:
     state: RegistryState
     message: str
     checked_at: datetime | None = None
+    # The last check the registry answered (whatever it said: no model and no alias are answers too).
     last_success_at: datetime | None = None
 
 
@@ -191,7 +204,7 @@ class ModelHolder:
         if served is not None and (served.version, served.run_id) == target:
             if not served.run_read:
                 self._read_run_again(served)
-            self._set_status(self._serving_message(served), now, success=True)
+            self._set_status(self._serving_message(served), now)
             return False
         if target == self._failed and now < self._retry_failed_after and not force:
             # The registry answered: report the failed load again, not whatever a check in between found.
@@ -199,11 +212,19 @@ class ModelHolder:
             return False
         try:
             loaded = self._load(str(version.version), version.run_id)
+        except ArtifactDownloadError as error:
+            message = (
+                f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), "
+                "or now with POST /model/reload"
+            )
+            logger.warning("%s", message)
+            self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, message), now)
+            return False
         except Exception as error:
             logger.exception("loading version %s of %s failed", version.version, self.model_name)
             self._failed_attempts = self._failed_attempts + 1 if target == self._failed else 1
             self._failed = target
-            pause_s = min(self.poll_interval_s * 2**self._failed_attempts, MAX_FAILED_RETRY_S)
+            pause_s = failed_retry_pause_s(self.poll_interval_s, self._failed_attempts)
             self._retry_failed_after = now + timedelta(seconds=pause_s)
             message = (
                 f"version {version.version} of registered model '{self.model_name}' could not be loaded: "
@@ -224,7 +245,7 @@ class ModelHolder:
         )
         for listener in self._swap_listeners:
             listener(loaded)
-        self._set_status(self._serving_message(loaded), now, success=True)
+        self._set_status(self._serving_message(loaded), now)
         return True
 
     def _resolve_alias(self, now: datetime) -> ModelVersion | None:
@@ -267,7 +288,7 @@ class ModelHolder:
             " (no version has been promoted yet)",
         )
 
-    def _set_status(self, state_message: tuple[RegistryState, str], now: datetime, success: bool = False) -> None:
+    def _set_status(self, state_message: tuple[RegistryState, str], now: datetime, answered: bool = True) -> None:
         state, message = state_message
         if self._current is not None and state is not RegistryState.OK:
             message = f"{message}; still serving version {self._current.version}"
@@ -277,7 +298,7 @@ class ModelHolder:
             state,
             message,
             checked_at=now,
-            last_success_at=now if success else self._status.last_success_at,
+            last_success_at=now if answered else self._status.last_success_at,
         )
 
     def _set_unreachable(self, error: Exception, now: datetime) -> None:
@@ -286,7 +307,7 @@ class ModelHolder:
             # e.g. an sqlite:// URI in the image, which has mlflow-skinny (no SQL store): a configuration error.
             message += " (this installation cannot open that kind of store: point MLFLOW_TRACKING_URI at a server)"
         logger.warning("%s", message)
-        self._set_status((RegistryState.UNREACHABLE, message), now)
+        self._set_status((RegistryState.UNREACHABLE, message), now, answered=False)
 
     def _load(self, version: str, run_id: str | None) -> LoadedModel:
         started = time.perf_counter()
@@ -296,11 +317,17 @@ class ModelHolder:
         # through MLflow's *global* registry URI, not the one this holder was given.
         artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
         with tempfile.TemporaryDirectory(prefix="covertype-model-") as download_dir:
-            local_path = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=artifact_uri, dst_path=download_dir, tracking_uri=self.tracking_uri
+            try:
+                local_path = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=artifact_uri, dst_path=download_dir, tracking_uri=self.tracking_uri
+                    )
                 )
-            )
+            except Exception as error:  # MLflow's, the HTTP client's or the file system's: all mean "no files"
+                raise ArtifactDownloadError(
+                    f"the files of version {version} of registered model '{self.model_name}' could not be "
+                    f"downloaded from {artifact_uri}: {type(error).__name__}: {error}"
+                ) from error
             artifact_bytes = _directory_bytes(local_path)
             # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra
             # trusted types.

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from covertype.schema import COVER_TYPE_NAMES
 from covertype.settings import Settings
 from inference.app import create_app
+from inference.model_holder import failed_retry_pause_s
 from inference.serving import forests_in
 from tests.inference.model_factory import register_pipeline
 from tests.inference.stores import ServingStore, Store, record_of
@@ -360,3 +361,42 @@ def test_run_metrics_that_could_not_be_read_at_load_are_reported_once_the_run_is
     messages = [record.getMessage() for record in caplog.records if record.name == "inference.model_holder"]
     assert sum("could not be read" in message for message in messages) == 1, messages
     assert sum("read: its metrics and tags are reported" in m for m in messages) == 1, messages
+
+
+def test_health_says_when_the_registry_last_answered_even_without_a_model(store: Store) -> None:
+    with TestClient(create_app(store.settings())) as client:
+        health = client.get("/health").json()
+        assert health["registry_state"] == "no_registered_model"
+        assert health["registry_last_success_at"] == health["registry_checked_at"] is not None
+
+
+def test_files_that_cannot_be_downloaded_are_an_outage_retried_at_the_next_check(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        before = set(store.artifact_root.rglob("model.skops"))
+        second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        (model_file,) = set(store.artifact_root.rglob("model.skops")) - before
+        files = model_file.parent
+        away = files.rename(files.with_name(files.name + "-store-down"))  # the artifact store is down
+
+        reload = client.post("/model/reload").json()
+        assert (reload["swapped"], reload["registry_state"]) == (False, "artifacts_unreachable")
+        assert (
+            f"the files of version {second.version} of registered model 'covertype' could not be downloaded"
+            in (reload["registry_message"])
+        )
+        assert reload["registry_message"].endswith(f"still serving version {first.version}")
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == first.version
+
+        away.rename(files)  # the store is back: the watcher's next check loads the version, no pause to wait out
+        assert client.app.state.holder.refresh().swapped is True
+        assert client.get("/model").json()["version"] == second.version
+
+
+@pytest.mark.parametrize(("attempts", "pause_s"), [(1, 60.0), (3, 240.0), (5, 600.0), (1024, 600.0), (10**6, 600.0)])
+def test_the_pause_after_failed_loads_doubles_up_to_ten_minutes_however_many_failed(
+    attempts: int, pause_s: float
+) -> None:
+    assert failed_retry_pause_s(30.0, attempts) == pause_s
