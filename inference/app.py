@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from threadpoolctl import threadpool_limits
@@ -26,17 +25,17 @@ from inference.metrics import MetricsMiddleware, ServiceMetrics
 from inference.model_holder import ModelHolder
 from inference.predictor import BatchingPredictor
 from inference.routes import build_router
-from inference.schemas import describe_error
+from inference.schemas import InvalidRequestError, describe_error
 
 logger = logging.getLogger(__name__)
-MAX_REPORTED_ERRORS = 100
 
 DESCRIPTION = """
 Predicts the forest cover type (1..7) of observations in the raw format of the
 data API, with the model version registered as `models:/{name}@{alias}` in MLflow.
 
 * `POST /predict`: one record, or `{{"instances": [...]}}`; invalid records get a 422 naming
-  the record index, the field and the reason; 503 while no model is loaded (the message says why).
+  the record index, the field and the reason (the first 100 problems; `errors_total` counts them all
+  when there are more); 503 while no model is loaded (the message says why).
 * A body larger than {max_body_bytes} bytes (1 KiB per allowed record, at least 1 MiB) gets a 413, unread.
 * The alias is re-checked in the background; a new version is swapped in without failing a request.
 """
@@ -101,16 +100,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
+    @app.exception_handler(InvalidRequestError)
+    async def invalid_request(request: Request, error: InvalidRequestError) -> JSONResponse:
+        """422 as a list of {index, field, reason} (the first of them), with ``errors_total`` if some are left out."""
+        return JSONResponse(status_code=422, content=error.response.model_dump())
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        """422 as a list of {index, field, reason}, the first MAX_REPORTED_ERRORS of them."""
+        """FastAPI's own validation (a missing body) answered in the same format."""
         errors = error.errors()
-        items = [
-            describe_error(item, settings.predict_max_instances).model_dump() for item in errors[:MAX_REPORTED_ERRORS]
-        ]
-        content: dict[str, object] = {"detail": items}
-        if len(errors) > MAX_REPORTED_ERRORS:
-            content["errors_total"] = len(errors)
-        return JSONResponse(status_code=422, content=jsonable_encoder(content))
+        return await invalid_request(request, InvalidRequestError(map(describe_error, errors), total=len(errors)))
 
     return app

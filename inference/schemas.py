@@ -4,15 +4,34 @@ A request is one record or ``{"instances": [...]}``; both are built on the
 shared ``covertype.schema.Observation``, so the service accepts exactly what
 the data API's raw format defines (numbers as numbers, the wilderness area by
 name, the soil by its ELU code) and refuses unknown fields.
+
+The body is read in three steps, each with its own errors: ``parse_json_body``
+(JSON that is valid UTF-8, with no repeated keys), the shape (a record, or a
+batch of at most ``PREDICT_MAX_INSTANCES`` records), then the records. A refusal
+lists at most ``MAX_REPORTED_ERRORS`` problems and counts the others without
+describing them, so that a small body with many problems costs little to refuse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from itertools import chain, islice
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+from starlette.exceptions import HTTPException
 
 from covertype.schema import (
     COVER_TYPE_NAMES,
@@ -28,6 +47,12 @@ from covertype.schema import (
 
 RECORD_TAG = "record"
 INSTANCES_TAG = "instances"
+# The most problems one 422 describes; the others are only counted (``errors_total``).
+MAX_REPORTED_ERRORS = 100
+
+_FEATURE_SET = frozenset(FEATURE_COLUMNS)
+_FEATURES = ", ".join(FEATURE_COLUMNS)
+BODY_SHAPES = 'one record (a JSON object of the 12 features) or {"instances": [...]}'
 
 # Another real row (Cover_Type 2, Lodgepole Pine).
 EXAMPLE_RECORD_2: dict[str, int | str] = {
@@ -53,13 +78,113 @@ PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+class ErrorItem(BaseModel):
+    """One reason a request was refused."""
+
+    index: int | None = Field(description="Position of the record in the request (0 for a single record)")
+    field: str | None = Field(description="The field at fault, or null when the whole body is")
+    reason: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """HTTP 422: the problems found, each naming the record and field; at most 100 of them are listed."""
+
+    detail: list[ErrorItem] = Field(
+        description=f"The first {MAX_REPORTED_ERRORS} problems, in the order of the records and of their fields"
+    )
+    errors_total: int | None = Field(
+        default=None,
+        exclude_if=lambda total: total is None,
+        description=f"How many problems were found in all; present only when there are more than the "
+        f"{MAX_REPORTED_ERRORS} listed in detail",
+    )
+
+
+class InvalidRequestError(HTTPException):
+    """A refused request: HTTP 422 with the first ``MAX_REPORTED_ERRORS`` problems and how many there are.
+
+    An ``HTTPException`` because it is also raised while FastAPI reads the body
+    (``parse_json_body``): FastAPI passes those on unchanged, and turns any other
+    error there into a 400 whose detail names neither the field nor the reason.
+    """
+
+    def __init__(self, problems: Iterable[ErrorItem], total: int | None = None) -> None:
+        # Only the reported problems are built: ``problems`` may be a lazy iterator over a whole batch.
+        errors = list(islice(problems, MAX_REPORTED_ERRORS))
+        self.response = ValidationErrorResponse(
+            detail=errors, errors_total=total if total is not None and total > len(errors) else None
+        )
+        super().__init__(status_code=422, detail=self.response.model_dump()["detail"])
+
+
+def _body_problem(reason: str) -> InvalidRequestError:
+    """A refusal of the body as a whole (no record, no field)."""
+    return InvalidRequestError([ErrorItem(index=None, field=None, reason=reason)])
+
+
+class RepeatedKeys(dict[str, Any]):
+    """A JSON object that names a key more than once; the validation of its record refuses it.
+
+    Kept as an object (the last value of each key, as ``json.loads`` would) rather than
+    refused while parsing, so that the refusal can name the record's index and the rest
+    of the request's problems with it.
+    """
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        counts: dict[str, int] = {}
+        for key, _ in pairs:
+            counts[key] = counts.get(key, 0) + 1
+        self.repeated = {key: count for key, count in counts.items() if count > 1}
+
+
+def _object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of ``json.loads``: a dict, or ``RepeatedKeys`` when a key appears twice."""
+    result = dict(pairs)
+    return result if len(result) == len(pairs) else RepeatedKeys(pairs)
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON value of a body sent as JSON; ``InvalidRequestError`` (422) saying why and where it is not JSON.
+
+    Replaces FastAPI's ``json.loads``, which takes the last of repeated keys silently,
+    reports no line or column, and leaves a body that is not UTF-8 (or a number of more
+    than 4,300 digits, Python's limit) to a 400 that does not say what is wrong.
+    """
+    try:
+        return json.loads(raw, object_pairs_hook=_object_from_pairs)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno} (character {error.pos})"
+        raise _body_problem(f"the body is not valid JSON: {error.msg} at {where}") from error
+    except ValueError as error:  # UnicodeDecodeError, or int() refusing a number of more than 4,300 digits
+        raise _body_problem(f"the body is not valid UTF-8 JSON: {error}") from error
+    except RecursionError as error:  # json.loads recurses once per nested array or object
+        raise _body_problem(f"the body is not valid UTF-8 JSON: nested too deeply ({error})") from error
+
+
+def is_batch(body: dict[str, Any]) -> bool:
+    """Whether a JSON object is ``{"instances": [...]}`` rather than one record.
+
+    ``instances`` next to any of the 12 features is a record with an unknown field: it
+    would otherwise be read as a batch whose 12 real features are all unknown fields.
+    """
+    return INSTANCES_TAG in body and (len(body) == 1 or _FEATURE_SET.isdisjoint(body))
+
+
 def _request_kind(value: Any) -> str:
-    """``{"instances": ...}`` is a batch; anything else is validated as one record."""
-    return INSTANCES_TAG if isinstance(value, dict) and INSTANCES_TAG in value else RECORD_TAG
+    """The tag of the documented union (OpenAPI): a batch, or anything else as one record."""
+    return INSTANCES_TAG if isinstance(value, dict) and is_batch(value) else RECORD_TAG
 
 
 def build_predict_request(max_instances: int) -> Any:
-    """The request body type, with the configured limit on ``instances`` (checked before records are validated)."""
+    """The request body type: validated by ``validate_predict_body``, documented as a record or a batch.
+
+    FastAPI does not validate the body against the union itself: pydantic would build
+    every error of an invalid body (12 per empty record, 120,000 for a 40 KB batch)
+    before the 422 reports the first hundred. The union is kept for the OpenAPI schema.
+    The validator's ``InvalidRequestError`` is not a ``ValueError``, so pydantic and
+    FastAPI pass it on as it is to the app's handler.
+    """
     instances_model = create_model(
         "PredictInstances",
         __config__=ConfigDict(extra="forbid"),
@@ -69,15 +194,111 @@ def build_predict_request(max_instances: int) -> Any:
             Field(min_length=1, max_length=max_instances, description=f"1..{max_instances} records"),
         ),
     )
-    return Annotated[
+    documented = Annotated[
         Annotated[Observation, Tag(RECORD_TAG)] | Annotated[instances_model, Tag(INSTANCES_TAG)],
         Discriminator(_request_kind),
     ]
 
+    def validate(body: Any) -> list[Observation]:
+        return validate_predict_body(body, max_instances)
 
-def request_records(body: Any) -> Sequence[Observation]:
-    """The validated records of a request body, in order."""
-    return [body] if isinstance(body, Observation) else body.instances
+    return Annotated[Any, PlainValidator(validate, json_schema_input_type=documented)]
+
+
+def request_records(body: Sequence[Observation]) -> Sequence[Observation]:
+    """The validated records of a request body, in order (the body type's validator made them)."""
+    return body
+
+
+def validate_predict_body(body: Any, max_instances: int) -> list[Observation]:
+    """The records of a parsed body, in order; ``InvalidRequestError`` naming each problem otherwise.
+
+    ``bytes`` is a body FastAPI did not parse because it was not sent as JSON; ``None``
+    (no body, JSON ``null``) never gets here: FastAPI reports the required body missing.
+    """
+    if isinstance(body, bytes):  # e.g. curl -d without a JSON content type
+        reason = "the body arrived as text, not JSON: send it with Content-Type: application/json"
+        raise InvalidRequestError([ErrorItem(index=0, field=None, reason=reason)])
+    if not isinstance(body, dict):  # a JSON list, string, number or boolean
+        raise InvalidRequestError([ErrorItem(index=0, field=None, reason=f"the body must be {BODY_SHAPES}")])
+    return _validate_records(_batch_records(body, max_instances) if is_batch(body) else [body])
+
+
+def _batch_records(body: dict[str, Any], max_instances: int) -> list[Any]:
+    """The unvalidated records of ``{"instances": [...]}``, once the list itself is acceptable."""
+    instances = body[INSTANCES_TAG]
+    problem = _instances_problem(instances, max_instances)
+    extra = [key for key in body if key != INSTANCES_TAG]
+    repeated = body.repeated if isinstance(body, RepeatedKeys) else {}
+    if problem is None and not extra and not repeated:
+        return instances
+    problems = chain(
+        [ErrorItem(index=None, field=INSTANCES_TAG, reason=problem)] if problem else [],
+        (ErrorItem(index=None, field=key, reason=_repeated_reason(count, "body")) for key, count in repeated.items()),
+        (ErrorItem(index=None, field=key, reason='unknown field: a batch body has only "instances"') for key in extra),
+    )
+    raise InvalidRequestError(problems, total=(problem is not None) + len(repeated) + len(extra))
+
+
+def _instances_problem(instances: Any, max_instances: int) -> str | None:
+    """What is wrong with the value of ``instances`` as a whole, if anything (its records are not looked at)."""
+    if not isinstance(instances, list):
+        return "instances must be a JSON array of records"
+    if not instances:
+        return "instances is empty: send at least one record"
+    if len(instances) > max_instances:
+        return f"too many instances: {len(instances)} sent, at most {max_instances} per request"
+    return None
+
+
+_RECORDS: TypeAdapter[list[Observation]] = TypeAdapter(list[Observation])
+
+
+def _validate_records(records: list[Any]) -> list[Observation]:
+    """All records validated in one pydantic call; if any is invalid, a refusal describing the first problems.
+
+    pydantic's count of the errors is exact and cheap (they stay in its Rust core);
+    building them as Python objects is not, so only the reported ones are built,
+    record by record, and the records after the last reported problem are not described.
+    """
+    repeated = sum(len(record.repeated) for record in records if isinstance(record, RepeatedKeys))
+    try:
+        validated = _RECORDS.validate_python(records)
+    except ValidationError as error:
+        invalid = error.error_count()
+    else:
+        if not repeated:
+            return validated
+        invalid = 0
+    problems = chain.from_iterable(_record_problems(index, record) for index, record in enumerate(records))
+    raise InvalidRequestError(problems, total=invalid + repeated)
+
+
+def _record_problems(index: int, record: Any) -> Iterator[ErrorItem]:
+    """The problems of one record, in the order pydantic reports them (fields in order, then unknown fields).
+
+    Lazy, and the unknown fields are found here rather than by pydantic: a record with
+    thousands of unknown fields costs only the ones reported.
+    """
+    if not isinstance(record, dict):
+        yield ErrorItem(index=index, field=None, reason="a record must be a JSON object of the 12 features")
+        return
+    if isinstance(record, RepeatedKeys):
+        for field, count in record.repeated.items():
+            yield ErrorItem(index=index, field=field, reason=_repeated_reason(count, "record"))
+    try:
+        Observation.model_validate({name: record[name] for name in FEATURE_COLUMNS if name in record})
+    except ValidationError as error:
+        for item in error.errors(include_url=False):
+            field = str(item["loc"][0])
+            yield ErrorItem(index=index, field=field, reason=_field_reason(field, item))
+    for field in record:
+        if field not in _FEATURE_SET:
+            yield ErrorItem(index=index, field=field, reason=_field_reason(field, {"type": "extra_forbidden"}))
+
+
+def _repeated_reason(count: int, where: str) -> str:
+    return f"repeated field: given {count} times in this {where}; a JSON object must name each field once"
 
 
 class RecordPrediction(BaseModel):
@@ -96,20 +317,6 @@ class PredictResponse(BaseModel):
     model_version: str
     model_alias: str
     run_id: str | None
-
-
-class ErrorItem(BaseModel):
-    """One reason a request was refused."""
-
-    index: int | None = Field(description="Position of the record in the request (0 for a single record)")
-    field: str | None = Field(description="The field at fault, or null when the whole body is")
-    reason: str
-
-
-class ValidationErrorResponse(BaseModel):
-    """HTTP 422: every problem found, each naming the record and field."""
-
-    detail: list[ErrorItem]
 
 
 class UnavailableResponse(BaseModel):
@@ -168,9 +375,6 @@ class ReloadResponse(BaseModel):
     registry_message: str
 
 
-_FEATURES = ", ".join(FEATURE_COLUMNS)
-
-
 def _field_reason(field: str | None, error: dict[str, Any]) -> str:  # noqa: PLR0911 - one return per error kind
     """A reason in the API's words for one pydantic error of a record field."""
     kind = error.get("type", "")
@@ -191,68 +395,18 @@ def _field_reason(field: str | None, error: dict[str, Any]) -> str:  # noqa: PLR
     return str(error.get("msg", kind))
 
 
-BODY_SHAPES = 'one record (a JSON object of the 12 features) or {"instances": [...]}'
+def describe_error(error: dict[str, Any]) -> ErrorItem:
+    """Turn one error of FastAPI's own request validation into (index, field, reason).
 
-
-def describe_error(error: dict[str, Any], max_instances: int | None = None) -> ErrorItem:  # noqa: PLR0911
-    """Turn one FastAPI/pydantic error into (record index, field, reason).
-
-    Locations look like ``("body", "record", field)`` for one record and
-    ``("body", "instances", "instances", index, field)`` for a batch (the
-    first "record"/"instances" is the union's tag).
+    For /predict that is only the missing body (none, or JSON ``null``): the body
+    itself is validated by ``validate_predict_body``.
     """
-    location = list(error.get("loc", ()))
+    location = [str(part) for part in error.get("loc", ())]
     if location and location[0] in {"body", "query", "path", "header"}:
         location = location[1:]
-    kind = error.get("type", "")
-    if kind == "json_invalid":  # located at ("body", character position)
-        detail = (error.get("ctx") or {}).get("error", "")
-        return ErrorItem(index=None, field=None, reason=f"the body is not valid JSON: {detail}")
-    if not location:
-        return ErrorItem(index=None, field=None, reason=_body_reason(error, str(error.get("msg", kind))))
-    if location[0] == RECORD_TAG:
-        rest = location[1:]
-        if not rest:
-            return ErrorItem(index=0, field=None, reason=_body_reason(error, f"the body must be {BODY_SHAPES}"))
-        return ErrorItem(index=0, field=str(rest[0]), reason=_field_reason(str(rest[0]), error))
-    if location[0] == INSTANCES_TAG:
-        rest = location[1:]
-        if rest and rest[0] == INSTANCES_TAG:
-            rest = rest[1:]
-            if not rest:
-                return ErrorItem(index=None, field=INSTANCES_TAG, reason=_instances_reason(error, max_instances))
-            index = int(rest[0])
-            if len(rest) == 1:
-                return ErrorItem(index=index, field=None, reason="a record must be a JSON object of the 12 features")
-            return ErrorItem(index=index, field=str(rest[1]), reason=_field_reason(str(rest[1]), error))
-        field = str(rest[0]) if rest else None
-        if kind == "extra_forbidden":
-            return ErrorItem(index=None, field=field, reason='unknown field: a batch body has only "instances"')
-        return ErrorItem(index=None, field=field, reason=str(error.get("msg", kind)))
-    field = ".".join(str(part) for part in location)
-    return ErrorItem(index=None, field=field, reason=str(error.get("msg", kind)))
-
-
-def _body_reason(error: dict[str, Any], otherwise: str) -> str:
-    """Why the body as a whole is not a record or a batch; ``otherwise`` when neither case below applies."""
-    if error.get("type") == "missing":  # no body, or JSON null
-        return f"the body is empty: send {BODY_SHAPES}"
-    if isinstance(error.get("input"), str | bytes):  # e.g. curl -d without a JSON content type
-        return "the body arrived as text, not JSON: send it with Content-Type: application/json"
-    return otherwise
-
-
-def _instances_reason(error: dict[str, Any], max_instances: int | None) -> str:
-    kind = error.get("type", "")
-    context = error.get("ctx") or {}
-    if kind == "too_long":
-        limit = context.get("max_length", max_instances)
-        return f"too many instances: {context.get('actual_length', 'more')} sent, at most {limit} per request"
-    if kind == "too_short":
-        return "instances is empty: send at least one record"
-    if kind == "list_type":
-        return "instances must be a JSON array of records"
-    return str(error.get("msg", kind))
+    if error.get("type") == "missing" and not location:
+        return ErrorItem(index=None, field=None, reason=f"the body is empty: send {BODY_SHAPES}")
+    return ErrorItem(index=None, field=".".join(location) or None, reason=str(error.get("msg", error.get("type"))))
 
 
 def class_names(labels: Sequence[int]) -> list[str]:
