@@ -100,8 +100,10 @@ def covertype_pipeline() -> None:
 
         from covertype import pipeline
 
+        context = get_current_context()
+        scheduled_run = pipeline.is_scheduled_run(context["dag_run"].run_type)
         try:
-            return pipeline.store_batch(Settings(), get_current_context()["run_id"], fetched)
+            return pipeline.store_batch(Settings(), context["run_id"], fetched, scheduled_run=scheduled_run)
         except pipeline.NoUsableRows as error:
             raise AirflowFailException(str(error)) from error
 

@@ -92,12 +92,12 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
 
 
 def _warn_if_another_collection(
-    previous: store.FetchSummary | None, group_number: int, batch_number: int, settings: Settings
+    previous: store.FetchSummary | None, group_number: int, batch_number: int, settings: Settings, scheduled_run: bool
 ) -> None:
     """Say so when a payload does not continue the stored collection: training mixes them from now on.
 
-    A payload of the batch the previous run fetched is no error (a manual run inside the window gets
-    another portion of it), but scheduled runs should each get the next batch: if they do not, the
+    A payload of the batch the previous run fetched is no error: a manual run inside the window gets
+    another portion of it, on purpose. A scheduled run should get the next batch: if it does not, the
     schedule is shorter than the data API's window, and the collection takes more runs than it should.
     """
     if previous is None:
@@ -119,11 +119,17 @@ def _warn_if_another_collection(
             group_number,
             previous.batch_number,
         )
+    elif batch_number == previous.batch_number and not scheduled_run:
+        log.info(
+            "another portion of batch %s of group %s: this run came within the data API's window",
+            batch_number,
+            group_number,
+        )
     elif batch_number == previous.batch_number:
         log.warning(
-            "batch %s of group %s again, as the previous run's fetch: this run came within the data API's batch "
-            "window and got another portion of the same batch. Scheduled runs must be further apart than that "
-            "window (PIPELINE_SCHEDULE_SECONDS=%g, MIN_UPDATE_TIME=%g)",
+            "batch %s of group %s again, as the previous run's fetch: this scheduled run came within the data API's "
+            "batch window and got another portion of the same batch. Scheduled runs must be further apart than "
+            "that window (PIPELINE_SCHEDULE_SECONDS=%g, MIN_UPDATE_TIME=%g)",
             batch_number,
             group_number,
             settings.pipeline_schedule_seconds,
@@ -139,8 +145,21 @@ class NoUsableRows(ValueError):
     """
 
 
-def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) -> dict[str, Any]:
+def is_scheduled_run(run_type: object) -> bool:
+    """Whether an Airflow run type (``context["dag_run"].run_type``) is the schedule's.
+
+    Compared by value: Airflow's run types are str enums whose ``str()`` is ``DagRunType.SCHEDULED``.
+    """
+    return run_type == "scheduled"
+
+
+def store_batch(
+    settings: Settings, dag_run_id: str, fetched: dict[str, Any], *, scheduled_run: bool = False
+) -> dict[str, Any]:
     """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts.
+
+    ``scheduled_run``: the run came from the schedule, so a batch fetched twice in a row means the
+    schedule is too short (a warning), not a manual run inside the window (an info line).
 
     Raises ``NoUsableRows`` after storing a payload whose rows were all
     rejected: retraining on the data already stored would report success for
@@ -163,7 +182,7 @@ def store_batch(settings: Settings, dag_run_id: str, fetched: dict[str, Any]) ->
         batches = store.batches_seen(engine)
     finally:
         engine.dispose()
-    _warn_if_another_collection(previous, summary.group_number, summary.batch_number, settings)
+    _warn_if_another_collection(previous, summary.group_number, summary.batch_number, settings, scheduled_run)
     result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
     log.info(
         "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from airflow.sdk.api.datamodels._generated import DagRunType as SdkDagRunType
+from airflow.utils.types import DagRunType as CoreDagRunType
 from fastapi import FastAPI, Response
 
 from covertype import pipeline, store
@@ -127,10 +129,16 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
     with caplog.at_level(logging.WARNING):
         pipeline.store_batch(settings, "run-1b", _fetched(shared_rows[150:200], batch=4))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    # The same batch again: on purpose for a manual run inside the window, a too short schedule for a scheduled one.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        pipeline.store_batch(settings, "manual-1c", _fetched(shared_rows[200:250], batch=4))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "another portion of batch 4 of group 2" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        pipeline.store_batch(settings, "run-1c", _fetched(shared_rows[200:250], batch=4))
-    assert "batch 4 of group 2 again, as the previous run's fetch" in caplog.text
+        pipeline.store_batch(settings, "scheduled-1d", _fetched(shared_rows[250:300], batch=4), scheduled_run=True)
+    assert "batch 4 of group 2 again, as the previous run's fetch: this scheduled run" in caplog.text
     assert "(PIPELINE_SCHEDULE_SECONDS=330, MIN_UPDATE_TIME=300)" in caplog.text
 
     caplog.clear()
@@ -224,3 +232,18 @@ def test_nan_infinity_or_a_huge_number_in_a_payload_become_rejected_rows_not_a_f
 
     stored = pipeline.store_batch(settings, "run-1", fetched)
     assert (stored["rows_stored"], stored["rows_rejected"]) == (20, 4)
+
+
+@pytest.mark.parametrize(
+    ("run_type", "scheduled"),
+    [
+        (SdkDagRunType.SCHEDULED, True),
+        (CoreDagRunType.SCHEDULED, True),
+        ("scheduled", True),
+        (SdkDagRunType.MANUAL, False),
+        (CoreDagRunType.ASSET_TRIGGERED, False),
+        ("manual", False),
+    ],
+)
+def test_a_scheduled_run_is_told_by_the_run_type_airflow_gives_the_task(run_type: object, scheduled: bool) -> None:
+    assert pipeline.is_scheduled_run(run_type) is scheduled
