@@ -33,6 +33,9 @@ from inference.schemas import (
     request_records,
 )
 
+# Bodies up to this size (~250 records) are parsed on the event loop: a thread hand-off would cost more.
+INLINE_PARSE_MAX_BYTES = 64 * 1024
+
 
 class StrictJsonRequest(Request):
     """A request whose JSON body is parsed by ``parse_json_body`` instead of ``json.loads``.
@@ -44,7 +47,13 @@ class StrictJsonRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = parse_json_body(await self.body())
+            body = await self.body()
+            # A large body (up to the 413 limit: millions of tiny objects) parses for a second or more:
+            # in a thread, so the event loop keeps answering other requests (/health) meanwhile.
+            if len(body) > INLINE_PARSE_MAX_BYTES:
+                self._json = await run_in_threadpool(parse_json_body, body)
+            else:
+                self._json = parse_json_body(body)
         return self._json
 
 

@@ -15,10 +15,12 @@ describing them, so that a small body with many problems costs little to refuse.
 from __future__ import annotations
 
 import json
+import reprlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain, islice
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import (
     BaseModel,
@@ -30,6 +32,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    field_validator,
 )
 from starlette.exceptions import HTTPException
 
@@ -85,12 +88,18 @@ class ErrorItem(BaseModel):
     field: str | None = Field(description="The field at fault, or null when the whole body is")
     reason: str
 
+    @field_validator("field", "reason")
+    @classmethod
+    def _encodable(cls, text: str | None) -> str | None:
+        """A key sent as a lone surrogate escape (``"\\ud800"``) is valid JSON but no UTF-8: quoted as an escape."""
+        return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class ValidationErrorResponse(BaseModel):
     """HTTP 422: the problems found, each naming the record and field; at most 100 of them are listed."""
 
     detail: list[ErrorItem] = Field(
-        description=f"The first {MAX_REPORTED_ERRORS} problems, in the order of the records and of their fields"
+        description=f"The first {MAX_REPORTED_ERRORS} problems: a batch's wrapper first, then the records in order"
     )
     errors_total: int | None = Field(
         default=None,
@@ -127,15 +136,20 @@ class RepeatedKeys(dict[str, Any]):
 
     Kept as an object (the last value of each key, as ``json.loads`` would) rather than
     refused while parsing, so that the refusal can name the record's index and the rest
-    of the request's problems with it.
+    of the request's problems with it. The keys are counted only when asked: a body of
+    a million such objects is refused (too many instances) without counting any.
     """
+
+    __slots__ = ("_pairs",)
 
     def __init__(self, pairs: list[tuple[str, Any]]) -> None:
         super().__init__(pairs)
-        counts: dict[str, int] = {}
-        for key, _ in pairs:
-            counts[key] = counts.get(key, 0) + 1
-        self.repeated = {key: count for key, count in counts.items() if count > 1}
+        self._pairs = pairs
+
+    @property
+    def repeated(self) -> dict[str, int]:
+        """Each repeated key and how many times it was given."""
+        return {key: count for key, count in Counter(key for key, _ in self._pairs).items() if count > 1}
 
 
 def _object_from_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -150,16 +164,20 @@ def parse_json_body(raw: bytes) -> Any:
     Replaces FastAPI's ``json.loads``, which takes the last of repeated keys silently,
     reports no line or column, and leaves a body that is not UTF-8 (or a number of more
     than 4,300 digits, Python's limit) to a 400 that does not say what is wrong.
+    A repeated key costs a second dict for its object only, and counting it only if reported.
     """
     try:
         return json.loads(raw, object_pairs_hook=_object_from_pairs)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno}, column {error.colno} (character {error.pos})"
         raise _body_problem(f"the body is not valid JSON: {error.msg} at {where}") from error
-    except ValueError as error:  # UnicodeDecodeError, or int() refusing a number of more than 4,300 digits
-        raise _body_problem(f"the body is not valid UTF-8 JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise _body_problem(f"the body is not valid UTF-8: {error}") from error
+    except ValueError as error:  # int() refusing a number of more than 4,300 digits
+        # Python's message ends in advice for the server ("use sys.set_int_max_str_digits()"): left out.
+        raise _body_problem(f"the body cannot be read as JSON: {str(error).split(';')[0]}") from error
     except RecursionError as error:  # json.loads recurses once per nested array or object
-        raise _body_problem(f"the body is not valid UTF-8 JSON: nested too deeply ({error})") from error
+        raise _body_problem("the body cannot be read as JSON: arrays or objects nested too deeply") from error
 
 
 def is_batch(body: dict[str, Any]) -> bool:
@@ -221,23 +239,41 @@ def validate_predict_body(body: Any, max_instances: int) -> list[Observation]:
         raise InvalidRequestError([ErrorItem(index=0, field=None, reason=reason)])
     if not isinstance(body, dict):  # a JSON list, string, number or boolean
         raise InvalidRequestError([ErrorItem(index=0, field=None, reason=f"the body must be {BODY_SHAPES}")])
-    return _validate_records(_batch_records(body, max_instances) if is_batch(body) else [body])
+    if not is_batch(body):
+        return _validate_records([body], _NO_PROBLEMS)
+    return _validate_records(*_batch_records(body, max_instances))
 
 
-def _batch_records(body: dict[str, Any], max_instances: int) -> list[Any]:
-    """The unvalidated records of ``{"instances": [...]}``, once the list itself is acceptable."""
+class _Problems(NamedTuple):
+    """Problems found before the records are looked at: how many, and (lazily) what they are."""
+
+    count: int
+    items: Iterable[ErrorItem]
+
+
+_NO_PROBLEMS = _Problems(0, ())
+_UNKNOWN_BATCH_KEY = 'unknown field: a batch body has only "instances"'
+
+
+def _batch_records(body: dict[str, Any], max_instances: int) -> tuple[list[Any], _Problems]:
+    """The unvalidated records of ``{"instances": [...]}`` and the problems of the wrapper around them.
+
+    Raises when the records cannot be gone through (``instances`` is no list, is empty or too
+    long); other problems of the wrapper (repeated or unknown keys) are reported before theirs.
+    """
     instances = body[INSTANCES_TAG]
     problem = _instances_problem(instances, max_instances)
-    extra = [key for key in body if key != INSTANCES_TAG]
     repeated = body.repeated if isinstance(body, RepeatedKeys) else {}
-    if problem is None and not extra and not repeated:
-        return instances
-    problems = chain(
+    unknown = [key for key in body if key != INSTANCES_TAG]
+    items = chain(
         [ErrorItem(index=None, field=INSTANCES_TAG, reason=problem)] if problem else [],
         (ErrorItem(index=None, field=key, reason=_repeated_reason(count, "body")) for key, count in repeated.items()),
-        (ErrorItem(index=None, field=key, reason='unknown field: a batch body has only "instances"') for key in extra),
+        (ErrorItem(index=None, field=key, reason=_UNKNOWN_BATCH_KEY) for key in unknown),
     )
-    raise InvalidRequestError(problems, total=(problem is not None) + len(repeated) + len(extra))
+    wrapper = _Problems((problem is not None) + len(repeated) + len(unknown), items)
+    if problem is not None:
+        raise InvalidRequestError(wrapper.items, total=wrapper.count)
+    return instances, wrapper
 
 
 def _instances_problem(instances: Any, max_instances: int) -> str | None:
@@ -254,8 +290,9 @@ def _instances_problem(instances: Any, max_instances: int) -> str | None:
 _RECORDS: TypeAdapter[list[Observation]] = TypeAdapter(list[Observation])
 
 
-def _validate_records(records: list[Any]) -> list[Observation]:
-    """All records validated in one pydantic call; if any is invalid, a refusal describing the first problems.
+def _validate_records(records: list[Any], wrapper: _Problems) -> list[Observation]:
+    """All records validated in one pydantic call; if any is invalid (or the batch's wrapper is), a refusal
+    describing the first problems, the wrapper's first.
 
     pydantic's count of the errors is exact and cheap (they stay in its Rust core);
     building them as Python objects is not, so only the reported ones are built,
@@ -267,15 +304,17 @@ def _validate_records(records: list[Any]) -> list[Observation]:
     except ValidationError as error:
         invalid = error.error_count()
     else:
-        if not repeated:
+        if not repeated and not wrapper.count:
             return validated
         invalid = 0
-    problems = chain.from_iterable(_record_problems(index, record) for index, record in enumerate(records))
-    raise InvalidRequestError(problems, total=invalid + repeated)
+    problems = chain(
+        wrapper.items, chain.from_iterable(_record_problems(index, record) for index, record in enumerate(records))
+    )
+    raise InvalidRequestError(problems, total=wrapper.count + invalid + repeated)
 
 
 def _record_problems(index: int, record: Any) -> Iterator[ErrorItem]:
-    """The problems of one record, in the order pydantic reports them (fields in order, then unknown fields).
+    """The problems of one record: repeated keys, the 12 features in raw-format order, then unknown fields as sent.
 
     Lazy, and the unknown fields are found here rather than by pydantic: a record with
     thousands of unknown fields costs only the ones reported.
@@ -375,10 +414,22 @@ class ReloadResponse(BaseModel):
     registry_message: str
 
 
+# How a refused value is quoted back: bounded in length and depth (a 2 KB body can nest a value ~1,000 deep,
+# deeper than ``repr`` can recurse, and a 10 MB one can hold a 10 MB string).
+def _value_repr() -> reprlib.Repr:
+    quoting = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
+    quoting.maxlevel, quoting.maxstring, quoting.maxother, quoting.maxlong = 2, 60, 60, 40
+    quoting.maxlist = quoting.maxdict = 4
+    return quoting
+
+
+_VALUE_REPR = _value_repr()
+
+
 def _field_reason(field: str | None, error: dict[str, Any]) -> str:  # noqa: PLR0911 - one return per error kind
     """A reason in the API's words for one pydantic error of a record field."""
     kind = error.get("type", "")
-    value = error.get("input")
+    value = _Quoted(_VALUE_REPR.repr(error.get("input")))
     column = NUMERIC_BY_NAME.get(field or "")
     if kind == "missing":
         return "required field is missing"
@@ -393,6 +444,13 @@ def _field_reason(field: str | None, error: dict[str, Any]) -> str:  # noqa: PLR
     if kind.startswith("int_"):
         return f"{value!r} is not an integer"
     return str(error.get("msg", kind))
+
+
+class _Quoted(str):
+    """A value already quoted by ``_VALUE_REPR``: ``{value!r}`` in a reason gives it as it is."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def describe_error(error: dict[str, Any]) -> ErrorItem:

@@ -85,9 +85,9 @@ def test_a_record_with_thousands_of_unknown_fields_is_refused_without_describing
 @pytest.mark.parametrize(
     ("body", "reason_start"),
     [
-        (b'{"Elevation": "\xff"}', "the body is not valid UTF-8 JSON: 'utf-8' codec can't decode byte 0xff"),
-        (b'{"Elevation": ' + b"9" * 5000 + b"}", "the body is not valid UTF-8 JSON: Exceeds the limit (4300 digits)"),
-        (b"[" * 100_000, "the body is not valid UTF-8 JSON: nested too deeply"),
+        (b'{"Elevation": "\xff"}', "the body is not valid UTF-8: 'utf-8' codec can't decode byte 0xff"),
+        (b'{"Elevation": ' + b"9" * 5000 + b"}", "the body cannot be read as JSON: Exceeds the limit (4300 digits)"),
+        (b"[" * 100_000, "the body cannot be read as JSON: arrays or objects nested too deeply"),
     ],
     ids=["not utf-8", "5000-digit number", "nested 100,000 deep"],
 )
@@ -95,6 +95,7 @@ def test_a_body_json_cannot_read_is_a_422_with_the_cause(client: TestClient, bod
     [error] = _errors(client.post("/predict", content=body, headers=JSON))
     assert (error["index"], error["field"]) == (None, None)
     assert error["reason"].startswith(reason_start), error["reason"]
+    assert "sys.set_int_max_str_digits" not in error["reason"], "advice for the server, not the client"
     # Other HTTP errors keep FastAPI's plain {"detail": "..."}.
     assert client.get("/predict").json() == {"detail": "Method Not Allowed"}
     assert client.post("/no-such-route", content=body, headers=JSON).json() == {"detail": "Not Found"}
@@ -182,3 +183,62 @@ def test_repeated_keys_are_refused_naming_the_record_and_the_field(
         }
     ]
     assert client.post("/predict", content=record.encode(), headers=JSON).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"\\ud800": 1}', "\\ud800"),
+        ('{"instances": [{"\\udc00": 1}]}', "\\udc00"),
+        ('{"instances": [], "\\ud83d": 1}', "\\ud83d"),
+    ],
+    ids=["record", "batch record", "batch wrapper"],
+)
+def test_a_key_that_is_a_lone_surrogate_is_named_as_an_escape(client: TestClient, body: str, field: str) -> None:
+    """Valid JSON, but no UTF-8 text: the 422 must still be encodable (it was a 500)."""
+    errors = _errors(client.post("/predict", content=body.encode(), headers=JSON))
+    assert field in [error["field"] for error in errors], errors
+
+
+def test_a_deeply_nested_or_long_value_is_quoted_short_never_a_500(
+    client: TestClient, shared_frame: pd.DataFrame
+) -> None:
+    """A ~2 KB value nested about as deep as ``repr`` can recurse, and a long one: quoted in a few characters.
+
+    Around that depth the body is either refused whole (nested too deeply to parse) or its value is
+    quoted; which depends on the stack the parse runs on, so the depths cross the border.
+    """
+    quoted = 0
+    for depth in range(900, 1001, 5):
+        record = {**record_of(shared_frame, 0), "Elevation": "NESTED", "Slope": "9" * 3000}
+        body = json.dumps(record).replace('"NESTED"', "[" * depth + "]" * depth).encode()
+        errors = _errors(client.post("/predict", content=body, headers=JSON))  # 422, not 500
+        assert all(len(error["reason"]) < 200 for error in errors), errors
+        quoted += any(error["field"] == "Elevation" and error["reason"].startswith("[[[...]]]") for error in errors)
+    assert quoted, "no depth reached the quoting"
+
+
+def test_problems_of_a_batch_wrapper_are_reported_with_those_of_its_records(
+    client: TestClient, shared_frame: pd.DataFrame
+) -> None:
+    good = record_of(shared_frame, 0)
+    body = json.dumps({"instances": [good, {**good, "Slope": 999}], "model": "x"}).encode()
+    assert [
+        (error["index"], error["field"]) for error in _errors(client.post("/predict", content=body, headers=JSON))
+    ] == [
+        (None, "model"),
+        (1, "Slope"),
+    ]
+    repeated = (
+        b'{"instances": ['
+        + json.dumps(good).encode()
+        + b'], "instances": ['
+        + json.dumps({**good, "Aspect": 400}).encode()
+        + b"]}"
+    )
+    assert [
+        (error["index"], error["field"]) for error in _errors(client.post("/predict", content=repeated, headers=JSON))
+    ] == [
+        (None, "instances"),
+        (0, "Aspect"),
+    ]
