@@ -30,7 +30,6 @@ from inference.schemas import (
     build_predict_request,
     class_names,
     parse_json_body,
-    request_records,
 )
 
 # Bodies up to this size (~250 records) are parsed on the event loop: a thread hand-off would cost more.
@@ -147,7 +146,7 @@ def build_router(max_instances: int) -> APIRouter:
     ) -> Response:
         """Records in the data API's raw format: numbers as numbers, `Wilderness_Area` by name, `Soil_Type` as
         its ELU code. Unknown fields are refused. The answer names the model version that computed it."""
-        records = request_records(body)
+        records = body  # the body type's validator made the records: list[Observation]
         try:
             prediction = await predictor.predict(records)
         except ModelUnavailableError as error:
