@@ -63,26 +63,31 @@ def is_due(elapsed_s: float, min_update_time: float) -> bool:
 class StateStore:
     """Reads and changes group states; one short-lived connection per call, safe across threads."""
 
-    def __init__(self, path: Path, n_batches: int) -> None:
+    def __init__(self, path: Path, n_batches: int, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.n_batches = n_batches
+        # How long a call waits for another process's write lock before it fails.
+        self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._transaction() as connection:
                 connection.execute(SCHEMA)
-        except (OSError, sqlite3.Error) as error:
+        except sqlite3.OperationalError as error:  # locked by another process, unreadable, a full disk...
+            raise StateStoreError(f"state store {path}: cannot be opened: {error}") from error
+        except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
             # Not repaired nor replaced here: the file holds where each group stands, and starting every
             # group over at batch 1 is a decision for the operator, not for a restart loop.
             raise StateStoreError(
-                f"state store {path}: cannot be opened ({error}); move the file aside to start every "
-                "group over at batch 1"
+                f"state store {path}: corrupt ({error}); move the file aside to start every group over at batch 1"
             ) from error
+        except OSError as error:  # the state directory cannot be created
+            raise StateStoreError(f"state store {path}: cannot be opened: {error}") from error
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; rolled back if anything inside raises."""
-        with self._lock, closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as conn:
+        with self._lock, closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from covertype.parsing import parse_payload_rows
-from data_api.state import StateStoreError
+from data_api.state import StateStore, StateStoreError
 from tests.data_api.replica import BATCH_SIZE, PORTION_SIZE, ROWS_IN_SHARED_CSV, FakeClock, read_rows
 
 AppFactory = Callable[..., FastAPI]
@@ -193,6 +194,23 @@ def test_a_corrupt_state_file_stops_the_start_up_naming_it_and_the_way_out(
     state_file = tmp_path / "state" / "state.sqlite3"
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_bytes(b"this is not an SQLite database" * 100)
-    with pytest.raises(StateStoreError, match=r"state\.sqlite3: cannot be opened .*move the file aside"):
+    with pytest.raises(
+        StateStoreError, match=r"state\.sqlite3: corrupt \(file is not a database\); move the file aside"
+    ):
         build_app()
     assert state_file.read_bytes().startswith(b"this is not"), "the file is left for the operator"
+
+
+def test_a_state_file_held_by_another_process_is_not_called_corrupt(build_app: AppFactory, tmp_path: Path) -> None:
+    """Only corruption gets the advice to move the file aside: a lock would pass, and the state is good."""
+    build_app()
+    state_file = tmp_path / "state" / "state.sqlite3"
+    holder = sqlite3.connect(state_file, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StateStoreError) as caught:
+            StateStore(state_file, n_batches=10, busy_timeout_s=0.1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(caught.value) == f"state store {state_file}: cannot be opened: database is locked"
