@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
@@ -95,4 +99,21 @@ def test_the_run_limit_counts_training_runs_not_their_candidates(mlflow_store) -
     )
     assert newest_first[0].info.run_id == mlflow_store.candidate_run_id, "the candidate is the newest run"
     overview = client.overview(max_runs=len(mlflow_store.versions))
+    assert [run.run_id for run in overview.runs] == [version.run_id for version in mlflow_store.versions]
+
+
+def test_a_server_without_run_tag_is_null_filters_still_lists_the_training_runs(
+    mlflow_store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow servers from before early 2026 refuse ``tags.x IS NULL``: the nested runs are dropped here instead."""
+    search_runs = MlflowClient.search_runs
+
+    def older_server(self: MlflowClient, experiment_ids: list[str], filter_string: str = "", **options: Any) -> Any:
+        if "IS NULL" in filter_string:
+            raise MlflowException("Invalid comparator 'IS NULL'", error_code=INVALID_PARAMETER_VALUE)
+        return search_runs(self, experiment_ids, filter_string, **options)
+
+    monkeypatch.setattr(MlflowClient, "search_runs", older_server)
+    client = TrackingClient(mlflow_store.tracking_uri, backends.EXPERIMENT, backends.MODEL_NAME, backends.ALIAS)
+    overview = client.overview()
     assert [run.run_id for run in overview.runs] == [version.run_id for version in mlflow_store.versions]

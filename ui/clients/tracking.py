@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 SERVICE = "MLflow"
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -126,14 +127,7 @@ class TrackingClient:
         if experiment is None:
             return ExperimentOverview(experiment_id=None, runs=[], production=self.production())
         try:
-            # Candidates are nested runs (three or four per training run); leaving them out on the server
-            # makes ``max_runs`` count training runs.
-            found = self._client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.`{PARENT_RUN_TAG}` IS NULL",
-                max_results=max_runs,
-                order_by=["attributes.start_time DESC"],
-            )
+            found = self._training_runs(experiment.experiment_id, max_runs)
             versions = self._client.search_model_versions(f"name='{self.model_name}'")
         except Exception as error:
             raise self._fail(f"search the runs of {self.experiment_name!r}", error) from error
@@ -154,6 +148,24 @@ class TrackingClient:
         ]
         runs.sort(key=lambda run: run.started_at or datetime.min.replace(tzinfo=UTC))
         return ExperimentOverview(experiment_id=experiment.experiment_id, runs=runs, production=self.production())
+
+    def _training_runs(self, experiment_id: str, max_runs: int) -> list[Any]:
+        """The newest ``max_runs`` runs that are not nested (candidates are), newest first.
+
+        Filtered by the server, so that ``max_runs`` counts training runs. MLflow servers before
+        run-tag ``IS NULL`` filters (added in early 2026) refuse it: then the newest ``max_runs`` runs
+        of any kind are read and the nested ones dropped here (about a quarter of them are training runs).
+        """
+        newest_first = ["attributes.start_time DESC"]
+        try:
+            return self._client.search_runs(
+                [experiment_id], f"tags.`{PARENT_RUN_TAG}` IS NULL", max_results=max_runs, order_by=newest_first
+            )
+        except MlflowException as error:
+            if error.error_code != "INVALID_PARAMETER_VALUE":
+                raise
+        found = self._client.search_runs([experiment_id], max_results=max_runs, order_by=newest_first)
+        return [run for run in found if PARENT_RUN_TAG not in run.data.tags]
 
     def production(self) -> ProductionModel | None:
         """The version under the alias with its run's metrics, or None when no version has the alias yet."""
