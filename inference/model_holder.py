@@ -217,7 +217,8 @@ class ModelHolder:
                 f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), "
                 "or now with POST /model/reload"
             )
-            logger.warning("%s", message)
+            if self._status.state is not RegistryState.ARTIFACTS_UNREACHABLE:  # once, not at every poll
+                logger.warning("%s", message)
             self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, message), now)
             return False
         except Exception as error:
@@ -315,18 +316,20 @@ class ModelHolder:
         # resolving it and downloading, and we must report what we serve.
         # Resolve the artifact location with our own client: a ``models:/`` URI would be resolved
         # through MLflow's *global* registry URI, not the one this holder was given.
-        artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
         with tempfile.TemporaryDirectory(prefix="covertype-model-") as download_dir:
             try:
+                artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
                 local_path = Path(
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=artifact_uri, dst_path=download_dir, tracking_uri=self.tracking_uri
                     )
                 )
             except Exception as error:  # MLflow's, the HTTP client's or the file system's: all mean "no files"
+                # Files deleted for good land here too, on a store that answers "no such file": retried at
+                # each check, with one warning (/health keeps saying it).
                 raise ArtifactDownloadError(
                     f"the files of version {version} of registered model '{self.model_name}' could not be "
-                    f"downloaded from {artifact_uri}: {type(error).__name__}: {error}"
+                    f"downloaded: {type(error).__name__}: {error}"
                 ) from error
             artifact_bytes = _directory_bytes(local_path)
             # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra

@@ -371,7 +371,7 @@ def test_health_says_when_the_registry_last_answered_even_without_a_model(store:
 
 
 def test_files_that_cannot_be_downloaded_are_an_outage_retried_at_the_next_check(
-    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
     with TestClient(create_app(store.settings())) as client:
@@ -381,8 +381,11 @@ def test_files_that_cannot_be_downloaded_are_an_outage_retried_at_the_next_check
         files = model_file.parent
         away = files.rename(files.with_name(files.name + "-store-down"))  # the artifact store is down
 
-        reload = client.post("/model/reload").json()
+        with caplog.at_level(logging.WARNING, logger="inference.model_holder"):
+            reload = client.post("/model/reload").json()
+            assert client.post("/model/reload").json()["registry_state"] == "artifacts_unreachable"
         assert (reload["swapped"], reload["registry_state"]) == (False, "artifacts_unreachable")
+        assert caplog.text.count("could not be downloaded") == 1, "one warning, not one per check"
         assert (
             f"the files of version {second.version} of registered model 'covertype' could not be downloaded"
             in (reload["registry_message"])
