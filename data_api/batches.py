@@ -23,6 +23,7 @@ class BatchLayout:
     n_batches: int = N_BATCHES
 
     def __post_init__(self) -> None:
+        # The layout's own invariant; a dataset file is checked earlier, by ``load_raw_csv``, naming the file.
         if self.n_rows < self.n_batches:
             raise ValueError(f"{self.n_rows} rows cannot be cut into {self.n_batches} non-empty batches")
 

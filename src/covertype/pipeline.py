@@ -97,8 +97,9 @@ def _warn_if_another_collection(
     """Say so when a payload does not continue the stored collection: training mixes them from now on.
 
     A payload of the batch the previous run fetched is no error: a manual run inside the window gets
-    another portion of it, on purpose. A scheduled run should get the next batch: if it does not, the
-    schedule is shorter than the data API's window, and the collection takes more runs than it should.
+    another portion of it, on purpose. A scheduled run after a scheduled run should get the next batch:
+    if it does not, the schedule is shorter than the data API's window, and the collection takes more
+    runs than it should. (After a manual run, the window is the manual run's doing.)
     """
     if previous is None:
         return
@@ -119,7 +120,7 @@ def _warn_if_another_collection(
             group_number,
             previous.batch_number,
         )
-    elif batch_number == previous.batch_number and not scheduled_run:
+    elif batch_number == previous.batch_number and not (scheduled_run and _scheduled_run_id(previous.dag_run_id)):
         log.info(
             "another portion of batch %s of group %s: this run came within the data API's window",
             batch_number,
@@ -143,6 +144,11 @@ class NoUsableRows(ValueError):
     Not retried: the same stored payload would be rejected again. Usually the
     data API changed its format; the ``rejected_rows`` table says how.
     """
+
+
+def _scheduled_run_id(dag_run_id: str) -> bool:
+    """Whether a stored fetch came from a scheduled run: Airflow names those ``scheduled__<logical date>``."""
+    return dag_run_id.startswith("scheduled__")
 
 
 def is_scheduled_run(run_type: object) -> bool:

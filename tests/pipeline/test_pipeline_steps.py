@@ -135,9 +135,16 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
         pipeline.store_batch(settings, "manual-1c", _fetched(shared_rows[200:250], batch=4))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "another portion of batch 4 of group 2" in caplog.text
+    # A scheduled run after that manual one: the window was the manual run's doing.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        pipeline.store_batch(settings, "scheduled__1d", _fetched(shared_rows[250:300], batch=4), scheduled_run=True)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "another portion of batch 4 of group 2" in caplog.text
+    # A scheduled run after a scheduled one: the schedule is shorter than the window.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        pipeline.store_batch(settings, "scheduled-1d", _fetched(shared_rows[250:300], batch=4), scheduled_run=True)
+        pipeline.store_batch(settings, "scheduled__1e", _fetched(shared_rows[300:350], batch=4), scheduled_run=True)
     assert "batch 4 of group 2 again, as the previous run's fetch: this scheduled run" in caplog.text
     assert "(PIPELINE_SCHEDULE_SECONDS=330, MIN_UPDATE_TIME=300)" in caplog.text
 
