@@ -49,6 +49,10 @@ class RegistryState(StrEnum):
     LOAD_FAILED = "load_failed"
 
 
+class RegistryCallError(RuntimeError):
+    """A registry call made while loading a version failed: the registry is unreachable, not the version broken."""
+
+
 class ArtifactDownloadError(RuntimeError):
     """A version's files could not be downloaded: an outage of the artifact store, tried again at the next
     check, not a broken model that waits out the growing retry pause."""
@@ -146,6 +150,8 @@ class ModelHolder:
         self._failed_attempts = 0
         self._failed_message = ""
         self._retry_failed_after = datetime.min.replace(tzinfo=UTC)
+        # The (version, run) whose files could not be downloaded at the last check, if any.
+        self._unreachable_files: tuple[str, str | None] | None = None
 
     @property
     def current(self) -> LoadedModel | None:
@@ -210,30 +216,8 @@ class ModelHolder:
             # The registry answered: report the failed load again, not whatever a check in between found.
             self._set_status((RegistryState.LOAD_FAILED, self._failed_message), now)
             return False
-        try:
-            loaded = self._load(str(version.version), version.run_id)
-        except ArtifactDownloadError as error:
-            message = (
-                f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), "
-                "or now with POST /model/reload"
-            )
-            if self._status.state is not RegistryState.ARTIFACTS_UNREACHABLE:  # once, not at every poll
-                logger.warning("%s", message)
-            self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, message), now)
-            return False
-        except Exception as error:
-            logger.exception("loading version %s of %s failed", version.version, self.model_name)
-            self._failed_attempts = self._failed_attempts + 1 if target == self._failed else 1
-            self._failed = target
-            pause_s = failed_retry_pause_s(self.poll_interval_s, self._failed_attempts)
-            self._retry_failed_after = now + timedelta(seconds=pause_s)
-            message = (
-                f"version {version.version} of registered model '{self.model_name}' could not be loaded: "
-                f"{type(error).__name__}: {error} (attempt {self._failed_attempts}; next try in {pause_s:g} s, "
-                "or now with POST /model/reload)"
-            )
-            self._failed_message = message
-            self._set_status((RegistryState.LOAD_FAILED, message), now)
+        loaded = self._load_or_report(target, now)
+        if loaded is None:
             return False
         self._failed = None
         self._current = loaded
@@ -248,6 +232,37 @@ class ModelHolder:
             listener(loaded)
         self._set_status(self._serving_message(loaded), now)
         return True
+
+    def _load_or_report(self, target: tuple[str, str | None], now: datetime) -> LoadedModel | None:
+        """Load ``target`` (version, run); if it fails, None, with the status saying why and when it is tried again."""
+        version, run_id = target
+        try:
+            return self._load(version, run_id)
+        except RegistryCallError as error:
+            self._set_unreachable(error.__cause__ or error, now)
+        except ArtifactDownloadError as error:
+            message = (
+                f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), "
+                "or now with POST /model/reload"
+            )
+            if (self._status.state, self._unreachable_files) != (RegistryState.ARTIFACTS_UNREACHABLE, target):
+                logger.warning("%s", message)  # once per version, not at every poll
+            self._unreachable_files = target
+            self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, message), now)
+        except Exception as error:
+            logger.exception("loading version %s of %s failed", version, self.model_name)
+            self._failed_attempts = self._failed_attempts + 1 if target == self._failed else 1
+            self._failed = target
+            pause_s = failed_retry_pause_s(self.poll_interval_s, self._failed_attempts)
+            self._retry_failed_after = now + timedelta(seconds=pause_s)
+            message = (
+                f"version {version} of registered model '{self.model_name}' could not be loaded: "
+                f"{type(error).__name__}: {error} (attempt {self._failed_attempts}; next try in {pause_s:g} s, "
+                "or now with POST /model/reload)"
+            )
+            self._failed_message = message
+            self._set_status((RegistryState.LOAD_FAILED, message), now)
+        return None
 
     def _resolve_alias(self, now: datetime) -> ModelVersion | None:
         """The version the alias names, or None with the status saying why there is none."""
@@ -316,9 +331,12 @@ class ModelHolder:
         # resolving it and downloading, and we must report what we serve.
         # Resolve the artifact location with our own client: a ``models:/`` URI would be resolved
         # through MLflow's *global* registry URI, not the one this holder was given.
+        try:
+            artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
+        except Exception as error:
+            raise RegistryCallError(f"resolving where version {version}'s files are: {error}") from error
         with tempfile.TemporaryDirectory(prefix="covertype-model-") as download_dir:
             try:
-                artifact_uri = self._client.get_model_version_download_uri(self.model_name, version)
                 local_path = Path(
                     mlflow.artifacts.download_artifacts(
                         artifact_uri=artifact_uri, dst_path=download_dir, tracking_uri=self.tracking_uri

@@ -393,9 +393,43 @@ def test_files_that_cannot_be_downloaded_are_an_outage_retried_at_the_next_check
         assert reload["registry_message"].endswith(f"still serving version {first.version}")
         assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == first.version
 
+        # The alias moves on to a version whose files are missing too: that one is warned about as well.
+        before = set(store.artifact_root.rglob("model.skops"))
+        third = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+        (third_file,) = set(store.artifact_root.rglob("model.skops")) - before
+        third_away = third_file.parent.rename(third_file.parent.with_name(third_file.parent.name + "-store-down"))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="inference.model_holder"):
+            assert client.post("/model/reload").json()["registry_state"] == "artifacts_unreachable"
+        assert f"the files of version {third.version} of registered model" in caplog.text
+
         away.rename(files)  # the store is back: the watcher's next check loads the version, no pause to wait out
+        third_away.rename(third_file.parent)
         assert client.app.state.holder.refresh().swapped is True
-        assert client.get("/model").json()["version"] == second.version
+        assert client.get("/model").json()["version"] == third.version
+
+
+def test_a_registry_outage_while_resolving_the_files_is_the_registry_unreachable(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with TestClient(create_app(store.settings())) as client:
+        second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        download_uri = MlflowClient.get_model_version_download_uri
+
+        def registry_gone(self: MlflowClient, name: str, version: str) -> str:
+            raise MlflowException("API request to /model-versions/get-download-uri failed: connection refused")
+
+        monkeypatch.setattr(MlflowClient, "get_model_version_download_uri", registry_gone)
+        answered_before = client.get("/health").json()["registry_last_success_at"]
+        reload = client.post("/model/reload").json()
+        assert (reload["swapped"], reload["registry_state"]) == (False, "registry_unreachable")
+        assert "get-download-uri failed" in reload["registry_message"]
+        assert client.get("/health").json()["registry_last_success_at"] == answered_before
+
+        monkeypatch.setattr(MlflowClient, "get_model_version_download_uri", download_uri)
+        assert client.app.state.holder.refresh().swapped is True  # no pause to wait out
+        assert client.get("/model").json()["version"] == second.version != first.version
 
 
 @pytest.mark.parametrize(("attempts", "pause_s"), [(1, 60.0), (3, 240.0), (5, 600.0), (1024, 600.0), (10**6, 600.0)])
