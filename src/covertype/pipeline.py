@@ -92,14 +92,19 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
 
 
 def _warn_if_another_collection(
-    previous: store.FetchSummary | None, group_number: int, batch_number: int, settings: Settings, scheduled_run: bool
+    previous: store.FetchSummary | None,
+    group_number: int,
+    batch_number: int,
+    settings: Settings,
+    scheduled_after_scheduled: bool,
 ) -> None:
     """Say so when a payload does not continue the stored collection: training mixes them from now on.
 
     A payload of the batch the previous run fetched is no error: a manual run inside the window gets
-    another portion of it, on purpose. A scheduled run after a scheduled run should get the next batch:
-    if it does not, the schedule is shorter than the data API's window, and the collection takes more
-    runs than it should. (After a manual run, the window is the manual run's doing.)
+    another portion of it, on purpose. A scheduled run inside the window a scheduled run opened
+    (``scheduled_after_scheduled``) should have got the next batch: the schedule is shorter than the
+    data API's window, and the collection takes more runs than it should. A window a manual run
+    opened is the manual run's doing.
     """
     if previous is None:
         return
@@ -120,7 +125,7 @@ def _warn_if_another_collection(
             group_number,
             previous.batch_number,
         )
-    elif batch_number == previous.batch_number and not (scheduled_run and _scheduled_run_id(previous.dag_run_id)):
+    elif batch_number == previous.batch_number and not scheduled_after_scheduled:
         log.info(
             "another portion of batch %s of group %s: this run came within the data API's window",
             batch_number,
@@ -146,11 +151,6 @@ class NoUsableRows(ValueError):
     """
 
 
-def _scheduled_run_id(dag_run_id: str) -> bool:
-    """Whether a stored fetch came from a scheduled run: Airflow names those ``scheduled__<logical date>``."""
-    return dag_run_id.startswith("scheduled__")
-
-
 def is_scheduled_run(run_type: object) -> bool:
     """Whether an Airflow run type (``context["dag_run"].run_type``) is the schedule's.
 
@@ -164,8 +164,9 @@ def store_batch(
 ) -> dict[str, Any]:
     """Store a fetched payload (one transaction, idempotent on ``dag_run_id``); returns the row counts.
 
-    ``scheduled_run``: the run came from the schedule, so a batch fetched twice in a row means the
-    schedule is too short (a warning), not a manual run inside the window (an info line).
+    ``scheduled_run``: the run came from the schedule. Such a run that gets a batch a scheduled run
+    opened means the schedule is too short (a warning); any other repeat of a batch is a manual run's
+    doing (an info line).
 
     Raises ``NoUsableRows`` after storing a payload whose rows were all
     rejected: retraining on the data already stored would report success for
@@ -184,11 +185,21 @@ def store_batch(
         )
         # The fetch stored just before this one: a retry whose first attempt stored the payload warns too.
         previous = store.latest_fetch(engine, before_fetch_id=summary.fetch_id)
+        same_batch = previous is not None and (previous.group_number, previous.batch_number) == (
+            summary.group_number,
+            summary.batch_number,
+        )
+        # Airflow names a scheduled run ``scheduled__<logical date>``; the stored fetches keep only the run id.
+        scheduled_after_scheduled = (
+            scheduled_run and same_batch and store.batch_opener(engine, summary.fetch_id).startswith("scheduled__")
+        )
         total = store.count_observations(engine)
         batches = store.batches_seen(engine)
     finally:
         engine.dispose()
-    _warn_if_another_collection(previous, summary.group_number, summary.batch_number, settings, scheduled_run)
+    _warn_if_another_collection(
+        previous, summary.group_number, summary.batch_number, settings, scheduled_after_scheduled
+    )
     result = {**summary.as_dict(), "observations_total": total, "batches_seen": batches}
     log.info(
         "%s batch %s: %s received, %s new observations, %s duplicates, %s rejected%s; store now holds %s "

@@ -44,6 +44,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     func,
+    or_,
     select,
     update,
 )
@@ -248,6 +249,21 @@ def latest_fetch(engine: Engine, *, before_fetch_id: int | None = None) -> Fetch
     with Session(engine) as session:
         fetch = session.scalars(query).one_or_none()
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
+
+
+def batch_opener(engine: Engine, fetch_id: int) -> str:
+    """The DAG run whose fetch first got the batch of fetch ``fetch_id``, in the unbroken row of fetches of it.
+
+    The data API's window starts when a batch is first served, so that run is the one whose
+    window later fetches of the same batch fell into.
+    """
+    with Session(engine) as session:
+        fetch = session.get_one(Fetch, fetch_id)
+        another_batch = or_(Fetch.group_number != fetch.group_number, Fetch.batch_number != fetch.batch_number)
+        last_other = session.scalar(select(func.max(Fetch.id)).where(Fetch.id < fetch_id, another_batch)) or 0
+        return session.scalars(
+            select(Fetch.dag_run_id).where(Fetch.id > last_other, Fetch.id <= fetch_id).order_by(Fetch.id).limit(1)
+        ).one()
 
 
 def collection_label_scheme(engine: Engine) -> LabelScheme | None:

@@ -129,24 +129,6 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
     with caplog.at_level(logging.WARNING):
         pipeline.store_batch(settings, "run-1b", _fetched(shared_rows[150:200], batch=4))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    # The same batch again: on purpose for a manual run inside the window, a too short schedule for a scheduled one.
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        pipeline.store_batch(settings, "manual-1c", _fetched(shared_rows[200:250], batch=4))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    assert "another portion of batch 4 of group 2" in caplog.text
-    # A scheduled run after that manual one: the window was the manual run's doing.
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        pipeline.store_batch(settings, "scheduled__1d", _fetched(shared_rows[250:300], batch=4), scheduled_run=True)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    assert "another portion of batch 4 of group 2" in caplog.text
-    # A scheduled run after a scheduled one: the schedule is shorter than the window.
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        pipeline.store_batch(settings, "scheduled__1e", _fetched(shared_rows[300:350], batch=4), scheduled_run=True)
-    assert "batch 4 of group 2 again, as the previous run's fetch: this scheduled run" in caplog.text
-    assert "(PIPELINE_SCHEDULE_SECONDS=330, MIN_UPDATE_TIME=300)" in caplog.text
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -165,6 +147,34 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
         again = pipeline.store_batch(settings, "run-3", {**_fetched(shared_rows[100:150], batch=2), "group_number": 5})
     assert again["already_stored"] is True
     assert "holds group 2's collection (last fetch: batch 1) and this payload is group 5's" in caplog.text
+
+
+def test_a_batch_fetched_again_warns_only_when_a_scheduled_run_opened_its_window(
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The data API's window starts when a batch is first served: whoever opened it is who made the repeat."""
+    settings = _store_settings(data_dir)
+
+    def store_logging(run_id: str, rows: list[list[str]], batch: int) -> tuple[list[str], str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            pipeline.store_batch(
+                settings, run_id, _fetched(rows, batch=batch), scheduled_run=run_id.startswith("scheduled__")
+            )
+        return [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING], caplog.text
+
+    # scheduled__a opens batch 4; a manual run inside its window gets another portion, on purpose.
+    assert store_logging("scheduled__a", shared_rows[0:50], 4)[0] == []
+    warnings, text = store_logging("manual__b", shared_rows[50:100], 4)
+    assert (warnings, "another portion of batch 4 of group 2" in text) == ([], True)
+    # A scheduled run still inside scheduled__a's window, manual run or not in between: the schedule is too short.
+    [warning] = store_logging("scheduled__c", shared_rows[100:150], 4)[0]
+    assert "batch 4 of group 2 again, as the previous run's fetch: this scheduled run" in warning
+    assert "(PIPELINE_SCHEDULE_SECONDS=330, MIN_UPDATE_TIME=300)" in warning
+    # A manual run opens batch 5; a scheduled run inside that window is the manual run's doing.
+    assert store_logging("manual__d", shared_rows[150:200], 5)[0] == []
+    warnings, text = store_logging("scheduled__e", shared_rows[200:250], 5)
+    assert (warnings, "another portion of batch 5 of group 2" in text) == ([], True)
 
 
 def test_a_payload_whose_rows_are_all_rejected_is_stored_and_fails_the_run(data_dir: Path, shared_rows) -> None:
