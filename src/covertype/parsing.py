@@ -119,14 +119,6 @@ def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
     return features
 
 
-def _integer_or_none(value: Any) -> int | None:
-    """A label as an integer, or None when it is not one (its row is rejected later)."""
-    try:
-        return parse_integer(LABEL_COLUMN, value)
-    except RowError:
-        return None
-
-
 # A payload's own numbering overrides the collection's only when the label that is impossible under
 # the collection's numbering is common in it (the source changed), not a stray bad label.
 OVERRIDE_SHARE = 0.05
@@ -205,27 +197,27 @@ def parse_row(raw_row: Any, scheme: LabelScheme) -> dict[str, int | str]:
 def parse_payload_rows(raw_rows: Sequence[Any], collection_scheme: LabelScheme | None = None) -> ParsedPayload:
     """Parse every row of a payload; never raises for a bad row.
 
-    Each row's features are parsed once; the labels of the rows whose features
-    are valid then decide the numbering (``detect_label_scheme``), and each of
-    those labels is read under it. ``collection_scheme`` is the label numbering
-    earlier payloads showed.
+    Each row's features and integer label are read once; the labels of the rows
+    whose features are valid then decide the numbering (``detect_label_scheme``),
+    and each of those labels is normalised under it. ``collection_scheme`` is the
+    label numbering earlier payloads showed.
     """
     rejected: list[RejectedRow] = []
-    featured: list[tuple[int, list[Any], dict[str, int | str]]] = []
+    labelled: list[tuple[int, list[Any], dict[str, int | str], int]] = []
     for position, raw_row in enumerate(raw_rows):
         try:
             fields, features = _row_features(raw_row)
+            label = parse_integer(LABEL_COLUMN, fields[-1])
         except RowError as error:
             kept = _as_fields(raw_row)
             rejected.append(RejectedRow(position, kept if kept is not None else [raw_row], error.reason, error.detail))
             continue
-        featured.append((position, fields, features))
-    labels = [label for _, fields, _ in featured if (label := _integer_or_none(fields[-1])) is not None]
-    scheme = detect_label_scheme(labels, collection_scheme)
+        labelled.append((position, fields, features, label))
+    scheme = detect_label_scheme([label for *_, label in labelled], collection_scheme)
     rows: list[dict[str, int | str]] = []
-    for position, fields, record in featured:
+    for position, fields, record, label in labelled:
         try:
-            record[LABEL_COLUMN] = normalise_label(parse_integer(LABEL_COLUMN, fields[-1]), scheme)
+            record[LABEL_COLUMN] = normalise_label(label, scheme)
         except RowError as error:
             rejected.append(RejectedRow(position, fields, error.reason, error.detail))
             continue
