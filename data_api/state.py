@@ -73,7 +73,7 @@ class StateStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._transaction() as connection:
                 connection.execute(SCHEMA)
-        except sqlite3.OperationalError as error:  # locked by another process, unreadable, a full disk...
+        except (sqlite3.OperationalError, OSError) as error:  # locked by another process, no directory, a full disk
             raise StateStoreError(f"state store {path}: cannot be opened: {error}") from error
         except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
             # Not repaired nor replaced here: the file holds where each group stands, and starting every
@@ -81,8 +81,6 @@ class StateStore:
             raise StateStoreError(
                 f"state store {path}: corrupt ({error}); move the file aside to start every group over at batch 1"
             ) from error
-        except OSError as error:  # the state directory cannot be created
-            raise StateStoreError(f"state store {path}: cannot be opened: {error}") from error
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -312,14 +312,20 @@ def _problem_count(record: Any) -> int:
     if not isinstance(record, dict):
         return 1
     repeated = len(record.repeated) if isinstance(record, RepeatedKeys) else 0
-    features = {name: record[name] for name in FEATURE_COLUMNS if name in record}
+    error = _feature_errors(record)
+    invalid = 0 if error is None else error.error_count()  # at most 12: one per feature, missing or refused
+    unknown = len(record) - sum(name in record for name in FEATURE_COLUMNS)
+    return repeated + invalid + unknown
+
+
+def _feature_errors(record: dict[str, Any]) -> ValidationError | None:
+    """The record's 12 features validated without its other keys (only counted: pydantic would build an error
+    for each), or None when they are valid."""
     try:
-        Observation.model_validate(features)
+        Observation.model_validate({name: record[name] for name in FEATURE_COLUMNS if name in record})
     except ValidationError as error:
-        invalid = error.error_count()  # at most 12: one per feature, missing or refused
-    else:
-        invalid = 0
-    return repeated + invalid + len(record) - len(features)
+        return error
+    return None
 
 
 def _record_problems(index: int, record: Any) -> Iterator[ErrorItem]:
@@ -334,12 +340,10 @@ def _record_problems(index: int, record: Any) -> Iterator[ErrorItem]:
     if isinstance(record, RepeatedKeys):
         for field, count in record.repeated.items():
             yield ErrorItem(index=index, field=field, reason=_repeated_reason(count, "record"))
-    try:
-        Observation.model_validate({name: record[name] for name in FEATURE_COLUMNS if name in record})
-    except ValidationError as error:
-        for item in error.errors(include_url=False):
-            field = str(item["loc"][0])
-            yield ErrorItem(index=index, field=field, reason=_field_reason(field, item))
+    error = _feature_errors(record)
+    for item in () if error is None else error.errors(include_url=False):
+        field = str(item["loc"][0])
+        yield ErrorItem(index=index, field=field, reason=_field_reason(field, item))
     for field in record:
         if field not in _FEATURE_SET:
             yield ErrorItem(index=index, field=field, reason=_field_reason(field, {"type": "extra_forbidden"}))

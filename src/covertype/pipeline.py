@@ -125,22 +125,23 @@ def _warn_if_another_collection(
             group_number,
             previous.batch_number,
         )
-    elif batch_number == previous.batch_number and not scheduled_after_scheduled:
-        log.info(
-            "another portion of batch %s of group %s: this run came within the data API's window",
-            batch_number,
-            group_number,
-        )
     elif batch_number == previous.batch_number:
-        log.warning(
-            "batch %s of group %s again, as the previous run's fetch: this scheduled run came within the data API's "
-            "batch window and got another portion of the same batch. Scheduled runs must be further apart than "
-            "that window (PIPELINE_SCHEDULE_SECONDS=%g, MIN_UPDATE_TIME=%g)",
-            batch_number,
-            group_number,
-            settings.pipeline_schedule_seconds,
-            settings.min_update_time,
-        )
+        if scheduled_after_scheduled:
+            log.warning(
+                "batch %s of group %s again, as the previous run's fetch: this scheduled run came within the data "
+                "API's batch window and got another portion of the same batch. Scheduled runs must be further apart "
+                "than that window (PIPELINE_SCHEDULE_SECONDS=%g, MIN_UPDATE_TIME=%g)",
+                batch_number,
+                group_number,
+                settings.pipeline_schedule_seconds,
+                settings.min_update_time,
+            )
+        else:
+            log.info(
+                "another portion of batch %s of group %s: this run came within the data API's window",
+                batch_number,
+                group_number,
+            )
 
 
 class NoUsableRows(ValueError):
