@@ -7,6 +7,7 @@ position and the reason, and the good rows of the same payload go on.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -81,14 +82,23 @@ def _shown(value: Any) -> str:
     return f"{text[:SHOWN_VALUE_CHARS]}... ({len(text)} characters)"
 
 
+# A number as the data API writes one: ASCII digits, an optional sign and decimals. Python's float()
+# also reads "2_596", full-width digits, "2.596e3", "inf" and "nan": not what a source means to send.
+_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?", re.ASCII)
+
+
 def parse_integer(column_name: str, raw_value: Any) -> int:
     """Parse an integer field that may arrive as a string ("12"), an int or an integral float ("12.0")."""
     if isinstance(raw_value, bool):
         raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
-    try:
-        number = float(str(raw_value).strip())
-    except ValueError:
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number") from None
+    if isinstance(raw_value, int):
+        return raw_value  # any size: the caller's range check refuses what is out of range
+    if isinstance(raw_value, float):
+        number = raw_value
+    elif isinstance(raw_value, str) and _DECIMAL.fullmatch(raw_value.strip()):
+        number = float(raw_value.strip())
+    else:
+        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
     if not math.isfinite(number) or not number.is_integer():
         raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
     return int(number)

@@ -252,6 +252,12 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
         trained.train_seconds,
         trained.run_id,
     )
+    if trained.rows_label_conflicts:
+        log.warning(
+            "%s observations share their 12 features with an observation of another label (the data API sent "
+            "the same measurements with different cover types): all trained on, none in the evaluation set",
+            trained.rows_label_conflicts,
+        )
     return trained.as_dict()
 
 

@@ -7,10 +7,11 @@ through its hold-out model (the version's tag ``holdout_model_uri``), the fit
 that never saw those rows; a version without that tag (registered before
 hold-out models existed) was itself fitted without them and is scored
 directly. A production version whose hold-out or served model can no longer
-be loaded (artifacts lost, a corrupted file, an incompatible class) cannot be
-compared, or served: the
-challenger, which just loaded from the same store, replaces it
-(``champion_unloadable``) rather than the pipeline failing on every run. The
+be loaded (artifacts lost, a corrupted file, an incompatible class), or that
+loads but cannot predict with this code, cannot be compared, or served: the
+challenger, which just loaded from the same store and scored on the same rows,
+replaces it (``champion_unloadable``, ``champion_unscorable``) rather than the
+pipeline failing on every run. The
 decision and both scores go to the training run (metrics and tags) and to the
 new model version (tags). Aliases, not the deprecated stages.
 """
@@ -50,7 +51,7 @@ class PromotionDecision:
     challenger_macro_f1: float
     champion_macro_f1: float | None
     champion_version: str | None
-    champion_error: str = ""  # why the alias holder could not be scored (reason ``champion_unloadable``)
+    champion_error: str = ""  # why the alias holder could not be scored (``champion_unloadable``/``_unscorable``)
 
 
 def decide_promotion(
@@ -138,14 +139,23 @@ def is_broken_model_error(error: BaseException) -> bool:
     return isinstance(error, _UNREADABLE_MODEL_ERRORS)
 
 
+def _champion_replaced(
+    reason: str, challenger_f1: float, champion_version: str, error: BaseException
+) -> PromotionDecision:
+    """The challenger takes the alias from a version that cannot be compared, nor served."""
+    return PromotionDecision(
+        True, reason, challenger_f1, None, champion_version, champion_error=f"{type(error).__name__}: {error}"[:500]
+    )
+
+
 def _decide(
     client: Any, trained: TrainedRun, evaluation: pd.DataFrame, *, model_name: str, alias: str
 ) -> PromotionDecision:
     """Score the challenger and the alias holder through their hold-out models on the same rows.
 
-    The alias holder's served model (what the inference service loads) must load too: a version
-    whose hold-out model scores well but whose served model is gone would otherwise keep the alias
-    while the service cannot load it.
+    The alias holder's served model (what the inference service loads) must load and predict too: a
+    version whose hold-out model scores well but whose served model is gone would otherwise keep the
+    alias while the service cannot load it.
     """
     champion_version = _current_alias_version(client, model_name, alias)
     challenger_f1 = _macro_f1_of(trained.holdout_model_uri, evaluation)
@@ -153,7 +163,7 @@ def _decide(
         return decide_promotion(challenger_f1, None, None)
     scored_uri = _holdout_uri_of_version(client, model_name, champion_version)
     served_uri = f"models:/{model_name}/{champion_version}"
-    champion_model = None
+    champion_f1 = None
     for uri in dict.fromkeys((scored_uri, served_uri)):
         try:
             model = load_checked_model(uri)
@@ -173,18 +183,28 @@ def _decide(
                 alias,
                 uri,
             )
-            return PromotionDecision(
-                True,
-                "champion_unloadable",
-                challenger_f1,
-                None,
+            return _champion_replaced("champion_unloadable", challenger_f1, champion_version, error)
+        try:
+            scores = score(model, evaluation)
+        except MemoryError:
+            raise
+        except Exception as error:
+            # The challenger's hold-out model has just scored these rows with this code, so the fault is
+            # the champion's: a model an earlier release saved (other features, another sklearn) that this
+            # code cannot run. Keeping it would fail every later run here, and the service could not use it.
+            log.exception(
+                "%s version %s (alias %s) loaded from %s cannot predict with this code: the challenger replaces it",
+                model_name,
                 champion_version,
-                champion_error=f"{type(error).__name__}: {error}"[:500],
+                alias,
+                uri,
             )
+            return _champion_replaced("champion_unscorable", challenger_f1, champion_version, error)
+        finally:
+            del model  # one champion model in memory at a time
         if uri == scored_uri:
-            champion_model = model
-        del model  # the served model was only checked: its memory goes before scoring
-    return decide_promotion(challenger_f1, score(champion_model, evaluation).macro_f1, champion_version)
+            champion_f1 = scores.macro_f1
+    return decide_promotion(challenger_f1, champion_f1, champion_version)
 
 
 def _same_metric(logged: float | None, value: float) -> bool:

@@ -63,6 +63,7 @@ class TrainedRun:
     model_mb: float
     n_trees: int
     train_seconds: float
+    rows_label_conflicts: int = 0  # rows whose features also came with another label (kept out of evaluation)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +195,7 @@ def log_training(
                     {
                         **result.scores.as_metrics(),
                         **common,
-                        "rows_validation": result.scores.rows,  # out-of-fold: every training row
+                        "rows_validation": result.scores.rows,  # out-of-fold: every training row searched on
                         "fit_seconds": result.fit_seconds,
                     }
                 )
@@ -207,6 +208,7 @@ def log_training(
                 **common,
                 "rows_train": len(split.train),
                 "rows_eval": len(split.evaluation),
+                "rows_label_conflicts": split.label_conflicts,
                 "model_mb": outcome.model_mb,
                 "n_trees": outcome.n_trees,
                 "holdout_model_mb": outcome.holdout_model_mb,
@@ -249,4 +251,5 @@ def log_training(
         model_mb=outcome.model_mb,
         n_trees=outcome.n_trees,
         train_seconds=outcome.train_seconds,
+        rows_label_conflicts=split.label_conflicts,
     )

@@ -6,7 +6,8 @@ the same functions serve the DAG, the benchmark and the tests.
 - **Split.** Whether an observation is in the evaluation set depends only on
   its row hash (``is_evaluation``), so as data grows the evaluation set only
   gains rows and the champion and the challenger are always scored on the
-  same rows. A second, independent slice of the hash puts each training row in
+  same rows (rows whose features also came with another label stay in
+  training: ``label_conflicts``). A second, independent slice of the hash puts each training row in
   one of ``search_folds`` folds: the candidates are compared on out-of-fold
   predictions over the *whole* training part (a single held-out validation
   slice of ~250 rows ranked near-equal candidates mostly by noise).
@@ -168,6 +169,7 @@ class Split:
     train: pd.DataFrame
     folds: np.ndarray  # search fold of each row of ``train``, in order
     evaluation: pd.DataFrame
+    label_conflicts: int = 0  # rows kept in ``train`` because their features also came with another label
 
     @property
     def all_rows(self) -> pd.DataFrame:
@@ -175,12 +177,32 @@ class Split:
         return pd.concat([self.train, self.evaluation])
 
 
+def label_conflicts(frame: pd.DataFrame) -> np.ndarray:
+    """Which rows share their 12 features with a row of another label (the source contradicted itself).
+
+    The row hash covers the label, so such twins are distinct observations and
+    their hashes could put one in each part of the split: the hold-out model
+    would then have trained on exactly the features it is scored on.
+    """
+    if frame.empty:
+        return np.zeros(0, dtype=bool)
+    labels_per_features = frame.groupby(list(FEATURE_COLUMNS), sort=False)[LABEL_COLUMN].transform("nunique")
+    return (labels_per_features > 1).to_numpy(dtype=bool)
+
+
 def split_observations(frame: pd.DataFrame, config: TrainingConfig) -> Split:
-    """Split the store's observations (a frame with a ``row_hash`` column) by hash."""
-    evaluation_mask = frame["row_hash"].map(lambda h: is_evaluation(h, config.eval_fraction)).to_numpy(dtype=bool)
+    """Split the store's observations (a frame with a ``row_hash`` column) by hash.
+
+    Rows whose features came with several labels are all kept in the training
+    part. A row only ever leaves the evaluation set that way (rows are never
+    deleted), so no hold-out model has trained on a row that is scored.
+    """
+    conflicts = label_conflicts(frame)
+    by_hash = frame["row_hash"].map(lambda h: is_evaluation(h, config.eval_fraction)).to_numpy(dtype=bool)
+    evaluation_mask = by_hash & ~conflicts
     train = frame[~evaluation_mask]
     folds = np.asarray([search_fold(h, config.search_folds) for h in train["row_hash"]], dtype=np.intp)
-    return Split(train=train, folds=folds, evaluation=frame[evaluation_mask])
+    return Split(train=train, folds=folds, evaluation=frame[evaluation_mask], label_conflicts=int(conflicts.sum()))
 
 
 def evaluation_rows(frame: pd.DataFrame, config: TrainingConfig) -> pd.DataFrame:
@@ -421,7 +443,12 @@ def search_sample(split: Split, config: TrainingConfig) -> Split:
         dtype=bool,
         count=len(split.train),
     )
-    return Split(train=split.train[keep], folds=split.folds[keep], evaluation=split.evaluation)
+    return Split(
+        train=split.train[keep],
+        folds=split.folds[keep],
+        evaluation=split.evaluation,
+        label_conflicts=split.label_conflicts,
+    )
 
 
 def search_candidates(split: Split, config: TrainingConfig) -> list[CandidateResult]:

@@ -35,6 +35,12 @@ def test_good_row_is_typed() -> None:
         (with_field("Slope", "steep"), RejectReason.NON_NUMERIC, "Slope"),
         (with_field("Elevation", "2596.5"), RejectReason.NON_NUMERIC, "not an integer"),
         (with_field("Elevation", "nan"), RejectReason.NON_NUMERIC, "Elevation"),
+        # float() reads these too; no data source means them as numbers.
+        (with_field("Elevation", "2_596"), RejectReason.NON_NUMERIC, "Elevation: '2_596' is not a number"),
+        (with_field("Elevation", "\uff12\uff15\uff19\uff16"), RejectReason.NON_NUMERIC, "is not a number"),
+        (with_field("Elevation", "2.596e3"), RejectReason.NON_NUMERIC, "Elevation: '2.596e3' is not a number"),
+        (with_field("Elevation", "infinity"), RejectReason.NON_NUMERIC, "is not a number"),
+        (with_field("Cover_Type", "0_5"), RejectReason.NON_NUMERIC, "Cover_Type: '0_5' is not a number"),
         (with_field("Hillshade_9am", "256"), RejectReason.OUT_OF_RANGE, "Hillshade_9am: 256 is outside 0..255"),
         (with_field("Aspect", "-1"), RejectReason.OUT_OF_RANGE, "Aspect"),
         (with_field("Wilderness_Area", "Comanche"), RejectReason.UNKNOWN_CATEGORY, "Wilderness_Area"),
@@ -68,6 +74,15 @@ def test_a_huge_bad_value_is_quoted_short_and_kept_whole_in_the_row(column: str)
 def test_integral_float_strings_and_whitespace_are_accepted() -> None:
     row = with_field("Elevation", " 2596.0 ")
     assert parse_payload_rows([row]).rows[0]["Elevation"] == 2596
+    assert parse_payload_rows([with_field("Elevation", "+2596.")]).rows[0]["Elevation"] == 2596
+
+
+def test_json_numbers_are_accepted_and_a_huge_integer_is_out_of_range_not_a_crash() -> None:
+    """A source may send JSON numbers: ints of any size, and integral floats."""
+    row: list[object] = [2596, 51.0, *GOOD_ROW[2:-1], 5]
+    assert parse_payload_rows([row]).rows == [{**EXAMPLE_OBSERVATION, "Cover_Type": 5}]
+    [rejected] = parse_payload_rows([[10**400, *GOOD_ROW[1:]]]).rejected
+    assert rejected.reason is RejectReason.OUT_OF_RANGE
 
 
 def test_one_based_labels_stay() -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import mlflow
 import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType as SdkDagRunType
 from airflow.utils.types import DagRunType as CoreDagRunType
@@ -81,6 +82,30 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
     assert again["already_stored"] is True
     assert store.table_counts(engine) == counts
     engine.dispose()
+
+
+def test_measurements_sent_again_with_another_label_are_counted_and_kept_out_of_evaluation(
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(
+        data_dir=data_dir,
+        data_db_url=f"sqlite:///{data_dir / 'covertype.db'}",
+        mlflow_tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",
+        training_profile="fast",
+    )
+    first = shared_rows[3000:3400]
+    relabelled = [[*row[:-1], str(int(row[-1]) % 7 + 1)] for row in first[:30]]
+    pipeline.store_batch(settings, "manual__1", _fetched(first, batch=1))
+    stored = pipeline.store_batch(settings, "manual__2", _fetched(relabelled, batch=2))
+    assert stored["rows_stored"] == 30, "new observations: the label is part of what was observed"
+
+    with caplog.at_level(logging.WARNING, logger="covertype"):
+        trained = pipeline.train_and_log(settings, "manual__2")
+
+    assert trained["rows_label_conflicts"] == 60
+    assert "60 observations share their 12 features with an observation of another label" in caplog.text
+    run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(trained["run_id"])
+    assert run.data.metrics["rows_label_conflicts"] == 60
 
 
 def _store_settings(data_dir: Path) -> Settings:

@@ -16,9 +16,13 @@ import pandas as pd
 import pytest
 import skops.io
 from mlflow import MlflowClient
-from mlflow.models import Model
+from mlflow.models import Model, infer_signature
+from sklearn.ensemble import ExtraTreesClassifier
+from sklearn.pipeline import Pipeline
 
 from covertype import promotion, tracking, training
+from covertype.estimators import AllCoverTypes
+from covertype.features import DomainFeatures
 from covertype.loopback import free_port
 from covertype.model_safety import UnreadableModelError, load_checked_model
 from covertype.promotion import decide_promotion
@@ -133,6 +137,7 @@ def test_training_run_logs_metrics_nested_candidates_inputs_and_model(
     expected = {"macro_f1", "accuracy", "rows_used", "batches_seen", *(f"recall_{k}" for k in range(1, 8))}
     assert expected <= set(run.data.metrics)
     assert run.data.metrics["rows_used"] == 2000
+    assert run.data.metrics["rows_label_conflicts"] == 0
     assert run.data.metrics["macro_f1"] == pytest.approx(outcome.evaluation.macro_f1)
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"covertype-train", "covertype-eval"}
     assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(trained.run_id)}
@@ -209,7 +214,12 @@ def test_a_retried_registration_writes_nothing_twice_and_keeps_the_real_comparis
     assert promote(weak).version == "1"
 
     # Died after registering, before deciding: the version is reused and the decision made once.
-    mlflow.register_model(strong.model_uri, "covertype", tags={"run_id": strong.run_id})
+    # (As register_and_promote registers: the tags come with the version, in the same request.)
+    mlflow.register_model(
+        strong.model_uri,
+        "covertype",
+        tags={"dag_run_id": "run-2", "run_id": strong.run_id, promotion.HOLDOUT_TAG: strong.holdout_model_uri},
+    )
     first = promote(strong)
     assert (first.version, first.promoted, first.reason) == ("2", True, "challenger_better")
     assert first.champion_version == "1"
@@ -466,6 +476,57 @@ def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
     assert (result.promoted, result.reason, result.champion_version) == (True, "champion_unloadable", "1")
     tags = client.get_model_version("covertype", result.version).tags
     assert tags["champion_error"].startswith("UnsafeModelError: the model is saved as 'cloudpickle'")
+
+
+def _earlier_release_model(frame: pd.DataFrame) -> Pipeline:
+    """A model as a release with one domain feature fewer saved it: it loads, but cannot run today's features."""
+    fewer_features = DomainFeatures().transform(training.features_of(frame))[:, :-1]
+    forest = AllCoverTypes(ExtraTreesClassifier(n_estimators=4, random_state=0))
+    return Pipeline(
+        [("features", DomainFeatures()), ("classifier", forest.fit(fewer_features, training.labels_of(frame)))]
+    )
+
+
+@pytest.mark.parametrize("incompatible", ["holdout_model", "served_model"])
+def test_a_production_version_that_loads_but_cannot_predict_is_replaced(
+    mlflow_store: str, shared_observations: pd.DataFrame, incompatible: str
+) -> None:
+    """Else a release that changes the features would fail every later run, with the alias stuck on that version."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=10)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    earlier = _log(outcome, "run-1")
+    example = training.features_of(frame.head(5))
+    with mlflow.start_run():
+        old_model = mlflow.sklearn.log_model(
+            _earlier_release_model(frame),
+            name="model",
+            signature=infer_signature(example, outcome.model.predict(example)),
+            skops_trusted_types=list(training.SKOPS_TRUSTED_TYPES),
+        )
+    # The version as the earlier release registered it: one of its two models is the incompatible one.
+    served, holdout = (
+        (earlier.model_uri, old_model.model_uri)
+        if incompatible == "holdout_model"
+        else (old_model.model_uri, earlier.holdout_model_uri)
+    )
+    version = mlflow.register_model(served, "covertype", tags={promotion.HOLDOUT_TAG: holdout})
+    client.set_registered_model_alias("covertype", "production", version.version)
+    assert load_checked_model(old_model.model_uri) is not None, "it loads: only predicting fails"
+
+    result = promotion.register_and_promote(
+        _log(outcome, "run-2"), evaluation, model_name="covertype", alias="production"
+    )
+
+    assert (result.promoted, result.reason, result.champion_version) == (True, "champion_unscorable", "1")
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == result.version
+    assert client.get_model_version("covertype", result.version).tags["champion_error"].startswith("ValueError: ")
+    # The next run compares with the version that replaced it, as usual.
+    again = promotion.register_and_promote(
+        _log(outcome, "run-3"), evaluation, model_name="covertype", alias="production"
+    )
+    assert (again.reason, again.champion_version) == ("tie", result.version)
 
 
 def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_one(

@@ -67,6 +67,33 @@ def test_split_parts_are_disjoint_and_cover_everything(shared_observations: pd.D
     assert counts / len(split.train) == pytest.approx(np.full(FAST.search_folds, 1 / FAST.search_folds), abs=0.02)
 
 
+def _relabelled_twins(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same measurements sent again with another cover type (a source that contradicts itself)."""
+    twins = frame.drop(columns="row_hash").copy()
+    twins[LABEL_COLUMN] = twins[LABEL_COLUMN] % 7 + 1
+    twins["row_hash"] = [store.row_hash(record) for record in twins.to_dict("records")]
+    return twins
+
+
+def test_rows_whose_features_came_with_another_label_all_stay_in_training(
+    shared_observations: pd.DataFrame,
+) -> None:
+    """Else one twin could be scored and the other trained on: the hold-out model would know the answer."""
+    before = training.split_observations(shared_observations, FAST)
+    twins = _relabelled_twins(shared_observations.sample(400, random_state=5))
+    assert {True, False} == {training.is_evaluation(h, FAST.eval_fraction) for h in twins["row_hash"]}
+
+    after = training.split_observations(pd.concat([shared_observations, twins], ignore_index=True), FAST)
+
+    assert after.label_conflicts == 2 * len(twins)
+    twin_features = set(twins[list(FEATURE_COLUMNS)].itertuples(index=False))
+    assert not twin_features & set(after.evaluation[list(FEATURE_COLUMNS)].itertuples(index=False))
+    # Rows only leave the evaluation set: what an earlier hold-out model was scored on and never trained on.
+    assert set(after.evaluation["row_hash"]) <= set(before.evaluation["row_hash"])
+    assert before.label_conflicts == 0
+    assert len(after.train) + len(after.evaluation) == len(shared_observations) + len(twins)
+
+
 def test_search_fold_depends_only_on_the_hash(shared_observations: pd.DataFrame) -> None:
     small = training.split_observations(shared_observations.head(3000), FAST)
     grown = training.split_observations(shared_observations.sample(frac=1.0, random_state=3), FAST)
