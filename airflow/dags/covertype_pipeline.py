@@ -7,7 +7,8 @@ maybe promotes the served model.
 `fetch` → `store` → `train_and_log` → `register_and_promote`
 
 - **fetch**: exactly one `GET /data?group_number=N` to the data API (none if
-  this run's fetch is already stored: a cleared run retrains on it). After the
+  this run's fetch is already stored: a cleared run retrains on it; none if it
+  fetched and has not stored yet: the payload kept in the data DB goes on). After the
   last batch the API answers 400 "collection complete": the run ends
   *skipped* (its later tasks too). A bad group number, or an answer outside
   the contract (not the documented JSON, another group, no rows), fails the

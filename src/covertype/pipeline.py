@@ -4,7 +4,7 @@ fetch -> store -> train and log -> register and promote. Each step takes the
 settings and ids it needs and returns a small JSON-able dict (it becomes the
 task's XCom), and logs one line that says what it did. The only network call
 to the data API is in ``fetch_batch``: at most one request per DAG run (none
-when the run's fetch is already stored).
+when the run's fetch is already stored, or kept in the data DB until stored).
 
 Idempotency: ``store_batch`` writes nothing if the DAG run's fetch is already
 stored (a retried or re-run task). Training creates a new MLflow run on each
@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from covertype import promotion, store, tracking, training
 from covertype.data_api_client import DataApiClient
@@ -38,7 +40,9 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
     A DAG run whose fetch is already stored (the whole run cleared and run
     again) makes no request: a second one would move the data API on and its
     payload could not be stored under the same run. Its ``store`` step then
-    reports what was stored, and the run retrains on it.
+    reports what was stored, and the run retrains on it. A run that fetched
+    but has not stored (this task failed after the answer came, or ``store``
+    failed for good and the run was cleared) hands on the payload it kept.
 
     Raises the client's typed errors (``CollectionComplete``, ``BadGroup``,
     ``ServiceUnavailable``, ``UnexpectedResponse``) for the DAG to map to
@@ -48,26 +52,45 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
     try:
         store.init_schema(engine)
         stored = store.find_fetch(engine, dag_run_id)
+        kept = None if stored is not None else store.pending_payload(engine, dag_run_id)
+        if stored is not None:
+            log.warning(
+                "DAG run %s already stored its fetch (group %s batch %s, %s rows; fetch id %s): no new request to "
+                "the data API",
+                dag_run_id,
+                stored.group_number,
+                stored.batch_number,
+                stored.rows_received,
+                stored.fetch_id,
+            )
+            return {
+                "group_number": stored.group_number,
+                "batch_number": stored.batch_number,
+                "fetched_at": datetime.now(UTC).isoformat(),
+                "payload_sha256": stored.payload_sha256,
+                "rows": [],
+                "already_stored": True,
+            }
+        if kept is not None:
+            log.warning(
+                "DAG run %s already fetched group %s batch %s (%s rows at %s) and has not stored it yet: that payload "
+                "goes on to store, no new request to the data API",
+                dag_run_id,
+                kept["group_number"],
+                kept["batch_number"],
+                len(kept["rows"]),
+                kept["fetched_at"],
+            )
+            return kept
+        fetched = _request_batch(settings, group_number)
+        _keep_until_stored(engine, dag_run_id, fetched)
     finally:
         engine.dispose()
-    if stored is not None:
-        log.warning(
-            "DAG run %s already stored its fetch (group %s batch %s, %s rows; fetch id %s): no new request to the "
-            "data API",
-            dag_run_id,
-            stored.group_number,
-            stored.batch_number,
-            stored.rows_received,
-            stored.fetch_id,
-        )
-        return {
-            "group_number": stored.group_number,
-            "batch_number": stored.batch_number,
-            "fetched_at": datetime.now(UTC).isoformat(),
-            "payload_sha256": stored.payload_sha256,
-            "rows": [],
-            "already_stored": True,
-        }
+    return fetched
+
+
+def _request_batch(settings: Settings, group_number: int) -> dict[str, Any]:
+    """The one request of the run, and its answer as the fetch step's result."""
     with DataApiClient(str(settings.data_api_url), timeout_s=settings.data_api_timeout_s) as client:
         batch = client.fetch_batch(group_number)
     # Strict JSON: the result is the task's XCom, and Airflow refuses NaN or a huge number in it, which
@@ -89,6 +112,24 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
         settings.data_api_url,
     )
     return fetched
+
+
+def _keep_until_stored(engine: store.Engine, dag_run_id: str, fetched: dict[str, Any]) -> None:
+    """Keep a copy of the payload in the data DB, for a retried fetch to hand on (``store.pending_payload``).
+
+    Only a safety net: the payload also goes to ``store`` as this task's result. Failing the task
+    here, after the data API has answered, would make its retry ask again and lose this payload,
+    so a data DB that cannot take the copy is a warning, and ``store`` retries until it is back.
+    """
+    try:
+        store.keep_pending_payload(engine, dag_run_id, fetched)
+    except SQLAlchemyError as error:
+        log.warning(
+            "could not keep a copy of the payload in the data DB (%s: %s): it goes on to store as the task's "
+            "result; if this task fails now, its retry asks the data API again",
+            type(error).__name__,
+            error,
+        )
 
 
 def _warn_if_another_collection(

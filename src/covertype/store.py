@@ -11,7 +11,10 @@ Tables:
 - ``observation_sightings``: which fetch served which observation how many
   times (so "rows per batch" stays true even though an observation is stored once);
 - ``rejected_rows``: the raw rows that could not be parsed, with position,
-  reason and detail.
+  reason and detail;
+- ``pending_payloads``: a payload ``fetch`` got and ``store`` has not stored
+  yet, kept so that a retried or cleared ``fetch`` hands it on instead of
+  asking the data API again; removed in the transaction that stores it.
 
 Appending a fetch is one transaction and idempotent on the DAG run id: a
 retried task finds its fetch already there and writes nothing. Only plain
@@ -43,6 +46,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     create_engine,
+    delete,
     func,
     or_,
     select,
@@ -124,6 +128,20 @@ class ObservationSighting(Base):
     fetch_id: Mapped[int] = mapped_column(ForeignKey("fetches.id"), primary_key=True)
     observation_id: Mapped[int] = mapped_column(ForeignKey("observations.id"), primary_key=True, index=True)
     times: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class PendingPayload(Base):
+    """A fetched payload not stored yet: what a retried ``fetch`` hands on rather than asking again."""
+
+    __tablename__ = "pending_payloads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_run_id: Mapped[str] = mapped_column(
+        String(250).with_variant(mysql.VARCHAR(250, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"),
+        unique=True,
+        nullable=False,
+    )
+    fetched: Mapped[Any] = mapped_column(JSON, nullable=False, doc="the fetch step's result, rows included")
 
 
 class RejectedRowRecord(Base):
@@ -239,6 +257,26 @@ def find_fetch(engine: Engine, dag_run_id: str) -> FetchSummary | None:
     with Session(engine) as session:
         fetch = session.scalars(select(Fetch).where(Fetch.dag_run_id == dag_run_id)).one_or_none()
         return None if fetch is None else _summary_of(session, fetch, already_stored=True)
+
+
+def keep_pending_payload(engine: Engine, dag_run_id: str, fetched: dict[str, Any]) -> None:
+    """Keep what a DAG run's ``fetch`` got until its ``store`` step stores it (see ``pending_payload``)."""
+    with Session(engine) as session, session.begin():
+        session.add(PendingPayload(dag_run_id=dag_run_id, fetched=fetched))
+
+
+def pending_payload(engine: Engine, dag_run_id: str) -> dict[str, Any] | None:
+    """The payload a DAG run fetched and has not stored yet, or None.
+
+    The data API moves on with every request, so a ``fetch`` attempt that got
+    an answer but failed before handing it on (Airflow could not save the
+    task's result), or a run cleared after ``store`` failed for good, hands
+    this on instead of asking again: one request per run, and no payload lost.
+    """
+    with Session(engine) as session:
+        return session.scalars(
+            select(PendingPayload.fetched).where(PendingPayload.dag_run_id == dag_run_id)
+        ).one_or_none()
 
 
 def latest_fetch(engine: Engine, *, before_fetch_id: int | None = None) -> FetchSummary | None:
@@ -373,6 +411,8 @@ def append_fetch(
                 )
                 for rejected in parsed.rejected
             )
+            # Stored now: the copy its fetch step kept goes in the same transaction.
+            session.execute(delete(PendingPayload).where(PendingPayload.dag_run_id == dag_run_id))
             session.flush()
             summary = _summary_of(session, fetch, already_stored=False)
     except IntegrityError:

@@ -241,6 +241,53 @@ def test_the_fetch_log_says_what_was_fetched_from_where(
     )
 
 
+def test_a_fetch_retried_after_the_answer_came_hands_on_the_same_payload_without_a_second_request(
+    data_dir: Path, covertype_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt got its answer, then failed (Airflow could not save its result): asking again would
+    move the data API on and lose that payload."""
+    app = create_app(make_settings(covertype_csv, tmp_path / "replica-state"))
+    with serve_in_thread(app) as base_url:
+        settings = Settings(
+            data_dir=data_dir, data_db_url=f"sqlite:///{data_dir / 'covertype.db'}", data_api_url=base_url
+        )
+        first = pipeline.fetch_batch(settings, 2, "run-1")
+    retry_settings = _store_settings(data_dir)  # the data API on a closed port: a request would fail
+    with caplog.at_level(logging.WARNING, logger="covertype.pipeline"):
+        retried = pipeline.fetch_batch(retry_settings, 2, "run-1")
+    assert retried == first
+    assert "DAG run run-1 already fetched group 2 batch 1 (151 rows" in caplog.text
+
+    stored = pipeline.store_batch(retry_settings, "run-1", retried)
+    assert stored["rows_received"] == 151
+    engine = store.make_engine(retry_settings.resolved_data_db_url)
+    assert store.table_counts(engine)["pending_payloads"] == 0, "removed with the transaction that stored it"
+    assert store.pending_payload(engine, "run-1") is None
+    engine.dispose()
+
+
+def test_a_data_db_that_cannot_keep_the_copy_does_not_fail_the_fetch(
+    data_dir: Path, covertype_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failing after the answer came would make the retry ask again: the payload still goes on as the result."""
+    settings_db = f"sqlite:///{data_dir / 'covertype.db'}"
+    engine = store.make_engine(settings_db)
+    store.init_schema(engine)
+    with engine.begin() as connection:  # a write that fails inside the database, as a full disk would
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON pending_payloads BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    engine.dispose()
+    app = create_app(make_settings(covertype_csv, tmp_path / "replica-state"))
+    with serve_in_thread(app) as base_url:
+        settings = Settings(data_dir=data_dir, data_db_url=settings_db, data_api_url=base_url)
+        with caplog.at_level(logging.WARNING, logger="covertype.pipeline"):
+            fetched = pipeline.fetch_batch(settings, 2, "run-1")
+    assert len(fetched["rows"]) == 151
+    assert "could not keep a copy of the payload in the data DB (IntegrityError: " in caplog.text
+    assert "disk full" in caplog.text
+
+
 def test_nan_infinity_or_a_huge_number_in_a_payload_become_rejected_rows_not_a_failed_fetch(
     data_dir: Path, shared_rows: list[list[str]]
 ) -> None:
