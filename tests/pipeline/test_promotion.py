@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import skops.io
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
 from mlflow.models import Model, infer_signature
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.pipeline import Pipeline
@@ -181,6 +182,9 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     # The last attempt of an earlier DAG run, killed with no retry left: nothing else would ever end it.
     earlier_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "scheduled__earlier"})
     notebook_run = client.create_run(experiment_id, run_name="someone's notebook")  # not the pipeline's
+    # A model the killed attempt was still uploading; one of the notebook's.
+    uploading = client.create_logged_model(experiment_id, name="model", source_run_id=killed_parent.info.run_id)
+    notebook_model = client.create_logged_model(experiment_id, name="model", source_run_id=notebook_run.info.run_id)
 
     trained = _log(training.train(shared_observations.sample(600, random_state=6), FAST), dag_run_id)
 
@@ -189,6 +193,9 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     assert client.get_run(trained.run_id).info.status == "FINISHED"
     assert client.get_run(earlier_dag_run.info.run_id).info.status == "KILLED"
     assert client.get_run(notebook_run.info.run_id).info.status == "RUNNING"
+    assert client.get_logged_model(uploading.model_id).status == LoggedModelStatus.FAILED
+    assert client.get_logged_model(notebook_model.model_id).status == LoggedModelStatus.PENDING
+    assert client.get_logged_model(trained.model_uri.removeprefix("models:/")).status == LoggedModelStatus.READY
     runs_of_dag_run = client.search_runs([experiment_id], filter_string=f'tags.dag_run_id = "{dag_run_id}"')
     assert (
         sorted(run.info.status for run in runs_of_dag_run) == ["FINISHED"] * (1 + len(FAST.candidates)) + ["KILLED"] * 2
