@@ -3,7 +3,8 @@
 Rows are checked with the same parser the pipeline uses (``parse_features``),
 so a bad row is listed with its reason instead of sinking the whole request.
 Should the service still refuse records (422), the records it names are moved
-to the rejects with the service's own reason and the rest are sent again.
+to the rejects with the service's own reason and the rest are sent again, until
+it accepts them or none is left (a 422 lists at most 100 problems).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import pandas as pd
 
 from covertype.parsing import RowError, parse_features
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
-from ui.clients.errors import InvalidInput
-from ui.clients.inference import InferenceClient
+from ui.clients.errors import InvalidInput, UnexpectedResponse
+from ui.clients.inference import SAME_RELEASE_HINT, SERVICE, InferenceClient, PredictionResult
 from ui.presentation import cover_type_name
 
 CHUNK_SIZE = 1000
@@ -67,6 +68,16 @@ class BatchOutcome:
             ],
             columns=["line", "reason", "detail", "row"],
         )
+
+
+@dataclass(frozen=True)
+class PredictedFile:
+    """An uploaded file's outcome and which file it was, kept for the page: the uploader forgets the file
+    when the page is left, and Streamlit's ``file_id`` tells a rerun from a new upload of the same name."""
+
+    file_id: str
+    file_name: str
+    outcome: BatchOutcome
 
 
 @dataclass(frozen=True)
@@ -209,8 +220,12 @@ def validate_rows(
 
 
 def refused_indices(details: Any) -> dict[int, str]:
-    """Record index -> reason, from the inference service's 422 details (FastAPI ``loc`` or explicit index)."""
-    refused: dict[int, str] = {}
+    """Record index -> reason, from the inference service's 422 details (FastAPI ``loc`` or explicit index).
+
+    A record refused for several fields gets every listed reason, joined, so the
+    rejects table says all that is wrong with the row, not the last thing named.
+    """
+    reasons: dict[int, list[str]] = {}
     items = details if isinstance(details, list) else [details]
     for item in items:
         if not isinstance(item, dict):
@@ -224,8 +239,57 @@ def refused_indices(details: Any) -> dict[int, str]:
             (part for part in reversed(item.get("loc", [])) if isinstance(part, str) and part in FEATURE_COLUMNS), None
         )
         message = str(item.get("reason") or item.get("msg") or item)
-        refused[int(index)] = f"{field_name}: {message}" if field_name else message
+        reasons.setdefault(int(index), []).append(f"{field_name}: {message}" if field_name else message)
+    return {index: "; ".join(parts) for index, parts in reasons.items()}
+
+
+Pair = tuple[int, dict[str, int | str]]  # (file line, record)
+
+
+def _refused_by_api(chunk: list[Pair], error: InvalidInput) -> dict[int, str]:
+    """Positions in ``chunk`` the 422 refuses, with the reasons; re-raises a refusal of the request as a whole.
+
+    A 422 naming no record (e.g. too many instances) is the service's own message
+    to show. One naming a record the chunk does not have cannot be acted on: said
+    with the file's lines, since an index inside a retried chunk means nothing to the user.
+    """
+    refused = refused_indices(error.details)
+    if not refused:
+        raise error
+    unknown = sorted(index for index in refused if not 0 <= index < len(chunk))
+    if unknown:
+        raise UnexpectedResponse(
+            SERVICE,
+            f"POST /predict refused record {unknown[0]} of a request of {len(chunk)} records "
+            f"(file lines {chunk[0][0]}..{chunk[-1][0]}): no such record",
+            SAME_RELEASE_HINT,
+        ) from error
     return refused
+
+
+def _predict_accepted(
+    client: InferenceClient, chunk: list[Pair]
+) -> tuple[list[Pair], PredictionResult | None, list[RejectedLine]]:
+    """Predict ``chunk``, moving the records the service refuses (422) to the rejects until it accepts the rest.
+
+    The service lists at most 100 problems per 422 (``errors_total`` counts the
+    others), so one retry is not enough: each round removes every record the 422
+    names, at least one, so there are at most ``len(chunk)`` rounds. Returns the
+    records predicted, their result (None when every record was refused) and the rejects.
+    """
+    rejected: list[RejectedLine] = []
+    while chunk:
+        try:
+            return chunk, client.predict([record for _, record in chunk]), rejected
+        except InvalidInput as error:
+            refused = _refused_by_api(chunk, error)
+        rejected += [
+            RejectedLine(line, [str(value) for value in record.values()], "refused_by_api", refused[position])
+            for position, (line, record) in enumerate(chunk)
+            if position in refused
+        ]
+        chunk = [pair for position, pair in enumerate(chunk) if position not in refused]
+    return chunk, None, rejected
 
 
 def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
@@ -234,22 +298,10 @@ def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
     rows: list[dict[str, Any]] = []
     versions: set[str] = set()
     for start in range(0, len(good), CHUNK_SIZE):
-        chunk = good[start : start + CHUNK_SIZE]
-        try:
-            result = client.predict([record for _, record in chunk])
-        except InvalidInput as error:
-            refused = refused_indices(error.details)
-            if not refused:
-                raise
-            rejected.extend(
-                RejectedLine(line, [str(v) for v in record.values()], "refused_by_api", refused[i])
-                for i, (line, record) in enumerate(chunk)
-                if i in refused
-            )
-            chunk = [pair for i, pair in enumerate(chunk) if i not in refused]
-            if not chunk:
-                continue
-            result = client.predict([record for _, record in chunk])
+        chunk, result, refused = _predict_accepted(client, good[start : start + CHUNK_SIZE])
+        rejected += refused
+        if result is None:
+            continue
         versions.add(str(result.model_version))
         for (line, record), prediction in zip(chunk, result.predictions, strict=True):
             probabilities = {cover_type_name(k): v for k, v in prediction.probabilities.items()}

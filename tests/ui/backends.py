@@ -4,20 +4,25 @@ the data API replica and an SQLite data DB, each on loopback or in a temporary f
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from covertype import store
 from covertype.data_api_client import DataApiClient
@@ -26,6 +31,7 @@ from covertype.settings import Settings
 from data_api.app import create_app as create_data_api
 from data_api.settings import DataApiSettings
 from inference.app import create_app
+from inference.schemas import ErrorItem, InvalidRequestError
 from tests.ui.servers import serve
 
 EXPERIMENT = "covertype"
@@ -184,11 +190,63 @@ def expected_cover_type(pipeline: Pipeline, record: dict[str, int | str]) -> int
 
 
 @contextmanager
-def inference_server(tracking_uri: str, **settings: object) -> Iterator[str]:
-    """The inference service's real app, reading ``tracking_uri``, on a loopback port."""
+def inference_server(tracking_uri: str, predict_bodies: list[Any] | None = None, **settings: object) -> Iterator[str]:
+    """The inference service's real app, reading ``tracking_uri``, on a loopback port.
+
+    With ``predict_bodies``, the JSON body of every ``POST /predict`` it receives is appended there:
+    what the UI actually sent, which a page's own display of the request cannot prove.
+    """
     app = create_app(Settings(mlflow_tracking_uri=tracking_uri, model_name=MODEL_NAME, model_alias=ALIAS, **settings))
-    with serve(app) as url:
+    with serve(app if predict_bodies is None else recording_predict_bodies(app, predict_bodies)) as url:
         yield url
+
+
+def recording_predict_bodies(app: ASGIApp, bodies: list[Any]) -> ASGIApp:
+    """``app`` unchanged, but the JSON body of each ``POST /predict`` is appended to ``bodies`` as it is read."""
+
+    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict":
+            await app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+
+        async def receive_and_keep() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    bodies.append(json.loads(b"".join(chunks)))
+            return message
+
+        await app(scope, receive_and_keep, send)
+
+    return recording
+
+
+def inference_stub(model: object, predict: Callable[[list[Any]], tuple[int, object]]) -> FastAPI:
+    """An "inference service" answering ``GET /model`` with ``model`` and ``POST /predict`` with
+    ``predict(instances)`` (a status and a JSON body): for answers the real app never gives,
+    such as a body of another shape or a 422 refusing valid records (a newer schema).
+    """
+    stub = FastAPI()
+
+    @stub.get("/model")
+    def model_info() -> object:
+        return model
+
+    @stub.post("/predict")
+    async def predict_records(request: Request) -> JSONResponse:
+        status, body = predict((await request.json())["instances"])
+        return JSONResponse(body, status_code=status)
+
+    return stub
+
+
+def refusal_422(problems: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """The body of the real service's 422 for ``(index, field, reason)`` problems, built by its own code:
+    at most 100 problems listed, ``errors_total`` counting them all when there are more."""
+    items = [ErrorItem(index=index, field=field, reason=reason) for index, field, reason in problems]
+    return InvalidRequestError(items, total=len(items)).response.model_dump()
 
 
 @contextmanager

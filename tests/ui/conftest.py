@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -69,6 +70,8 @@ class ServedModel:
     tracking_uri: str
     inference_url: str
     store: backends.MlflowFixture
+    # The JSON bodies of the POST /predict requests the service received, oldest first (every test's).
+    predict_bodies: list[Any]
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +83,11 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory, shared_frame: pd.Data
 @pytest.fixture(scope="session")
 def served_model(mlflow_store: backends.MlflowFixture) -> Iterator[ServedModel]:
     """The real inference app on a loopback port, serving the store's production version."""
-    with backends.inference_server(mlflow_store.tracking_uri) as url:
-        yield ServedModel(tracking_uri=mlflow_store.tracking_uri, inference_url=url, store=mlflow_store)
+    bodies: list[Any] = []
+    with backends.inference_server(mlflow_store.tracking_uri, predict_bodies=bodies) as url:
+        yield ServedModel(
+            tracking_uri=mlflow_store.tracking_uri, inference_url=url, store=mlflow_store, predict_bodies=bodies
+        )
 
 
 @pytest.fixture

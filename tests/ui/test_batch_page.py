@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import pandas as pd
 import pytest
+from fastapi import FastAPI
 
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
+from inference.schemas import MAX_REPORTED_ERRORS
 from tests.ui import backends
 from tests.ui.apptest import open_page, texts
+from tests.ui.servers import serve
 from ui.batch_predict import (
+    CHUNK_SIZE,
     MAX_LINES,
     MAX_ROWS,
     MAX_UPLOAD_BYTES,
@@ -72,6 +77,105 @@ def test_a_refusal_of_the_whole_request_shows_the_services_reason(mlflow_store, 
     assert "instances: too many instances: 40 sent, at most 30 per request" in error
 
 
+def test_the_last_results_stay_after_a_visit_to_another_page(served_model, ui_env, shared_frame) -> None:
+    """The uploader forgets its file while another page is shown; the results kept must still be shown, named."""
+    ui_env.setenv("INFERENCE_URL", served_model.inference_url)
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("sample.csv", _csv(_with_bad_rows(shared_frame)), "text/csv").run()
+    summary = texts(app.warning)
+    tables = [frame.value for frame in app.dataframe]
+    app.switch_page("app_pages/data.py").run()
+    app.switch_page("app_pages/batch.py").run()
+    assert not app.exception, [item.value for item in app.exception]
+    [note] = texts(app.info)
+    assert "`sample.csv`, the last file predicted" in note
+    assert texts(app.warning) == summary
+    assert len(app.dataframe) == len(tables) == 2
+    for shown, before in zip(app.dataframe, tables, strict=True):
+        pd.testing.assert_frame_equal(shown.value, before)
+    assert len(app.get("download_button")) == 1
+    # Another file is predicted, not mistaken for the kept one.
+    content = _csv(shared_frame.head(5)[list(FEATURE_COLUMNS)], header=False)
+    app.file_uploader(key="batch_file").upload("features.csv", content, "text/csv").run()
+    [summary] = texts(app.success)
+    assert "**5** rows of `features.csv`" in summary
+    assert not app.info
+
+
+NEWER_SCHEMA_MAX_ELEVATION = 3000
+
+
+def _newer_schema_service(requests: list[int]) -> FastAPI:
+    """A service whose schema refuses valid rows (Elevation over 3000), with the real service's 422:
+    at most 100 problems listed. ``requests`` gets the number of records of each request."""
+
+    def predict(instances: list[dict[str, Any]]) -> tuple[int, object]:
+        requests.append(len(instances))
+        refused = [
+            (index, "Elevation", "out of range in the newer schema")
+            for index, record in enumerate(instances)
+            if record["Elevation"] > NEWER_SCHEMA_MAX_ELEVATION
+        ]
+        if refused:
+            return 422, backends.refusal_422(refused)
+        predictions = [{"cover_type": 1, "cover_type_name": "Spruce/Fir", "probabilities": {"1": 1.0}}] * len(instances)
+        return 200, {"predictions": predictions, "model_name": "covertype", "model_version": "9", "run_id": "r"}
+
+    return backends.inference_stub({}, predict)
+
+
+def test_records_refused_beyond_what_one_422_lists_are_all_listed_by_file_line(ui_env, shared_frame) -> None:
+    frame = shared_frame.head(CHUNK_SIZE + 200)
+    too_high = frame["Elevation"] > NEWER_SCHEMA_MAX_ELEVATION
+    first_chunk_refused = int(too_high.head(CHUNK_SIZE).sum())
+    assert first_chunk_refused > MAX_REPORTED_ERRORS  # more than one 422 lists
+    requests: list[int] = []
+    with serve(_newer_schema_service(requests)) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    assert not app.error, texts(app.error)
+    [summary] = texts(app.warning)
+    assert f"**{int((~too_high).sum())}** rows" in summary
+    assert f"**{int(too_high.sum())}** rejected" in summary
+    predictions, rejects = (table.value for table in app.dataframe)
+    lines = frame.index + 2  # the header is line 1
+    assert predictions["line"].tolist() == lines[~too_high].tolist()
+    assert rejects["line"].tolist() == lines[too_high].tolist()
+    assert set(rejects["reason"]) == {"refused_by_api"}
+    assert set(rejects["detail"]) == {"Elevation: out of range in the newer schema"}
+    # Each 422 of the first chunk took away the 100 records it listed; then the rest was accepted.
+    rounds = -(-first_chunk_refused // MAX_REPORTED_ERRORS)
+    assert requests[: rounds + 1] == [CHUNK_SIZE - MAX_REPORTED_ERRORS * n for n in range(rounds)] + [
+        CHUNK_SIZE - first_chunk_refused
+    ]
+
+
+def test_a_422_naming_a_record_the_request_does_not_have_is_an_error_with_file_lines(ui_env, shared_frame) -> None:
+    service = backends.inference_stub({}, lambda instances: (422, backends.refusal_422([(5, "Elevation", "bad")])))
+    with serve(service) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    [error] = texts(app.error)
+    assert "POST /predict refused record 5 of a request of 3 records (file lines 2..4): no such record" in error
+    assert not app.dataframe
+
+
+def test_an_answer_with_fewer_predictions_than_records_is_an_error(ui_env, shared_frame) -> None:
+    one = {"predictions": [{"cover_type": 1, "probabilities": {"1": 1.0}}], "model_version": "9"}
+    with serve(backends.inference_stub({}, lambda instances: (200, one))) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    [error] = texts(app.error)
+    assert "**Inference API**: POST /predict answered 1 prediction for 3 records sent" in error
+    assert not app.dataframe
+
+
 def test_headerless_feature_only_file_is_predicted(served_model, ui_env, shared_frame) -> None:
     ui_env.setenv("INFERENCE_URL", served_model.inference_url)
     app = open_page("batch")
@@ -126,6 +230,15 @@ def test_records_the_service_refuses_are_read_from_its_422_details(served_model)
     assert list(reasons) == [1]
     assert reasons[1].startswith("Soil_Type: ")
     assert "C0000" in reasons[1]
+
+
+def test_every_reason_the_service_gives_for_a_record_is_kept(served_model) -> None:
+    client = InferenceClient(served_model.inference_url)
+    with pytest.raises(InvalidInput) as refused:
+        client.predict([{**EXAMPLES[2], "Elevation": 99999, "Soil_Type": "C0000"}])
+    [reason] = refused_indices(refused.value.details).values()
+    assert reason.startswith("Elevation: ")
+    assert "; Soil_Type: " in reason
 
 
 def test_line_numbers_of_rejects_count_blank_lines_as_an_editor_does(shared_frame) -> None:

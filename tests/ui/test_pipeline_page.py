@@ -150,6 +150,46 @@ def test_a_collection_restarted_after_it_was_complete_is_not_called_complete(ui_
     assert app.dataframe[0].value["run"].iloc[0] == runs[-1].run_id
 
 
+def test_a_run_triggered_after_the_collection_was_complete_is_no_proof_of_a_restart(ui_env) -> None:
+    """Paused as the note advises, then a run triggered: it stays queued and fetches nothing."""
+    state = AirflowStubState(runs=sample_runs(4, collection_complete=3), is_paused=True)
+    with airflow_serving(state, ui_env):
+        app = open_page("pipeline")
+        app.button(key="pipeline_trigger").click().run()
+    assert app.dataframe[0].value["state"].iloc[0] == "queued"
+    [hidden] = [message for message in texts(app.info) if "collection" in message]
+    assert hidden.startswith(f"The collection is complete: 3 recent runs (the newest `{state.runs[6].run_id}`)")
+    assert "restarted" not in hidden
+
+
+@pytest.mark.parametrize(
+    ("run_state", "fetch_state"), [("running", "running"), ("running", "up_for_retry"), ("failed", "failed")]
+)
+def test_a_later_run_whose_fetch_did_not_succeed_is_no_proof_of_a_restart(
+    ui_env, run_state: str, fetch_state: str
+) -> None:
+    runs = sample_runs(4, collection_complete=2)
+    later = runs[-1].run_after + timedelta(minutes=6)
+    task_states = dict.fromkeys(runs[0].task_states) | {"fetch": fetch_state}
+    runs.append(
+        replace(
+            runs[0],
+            run_id=f"scheduled__{later.isoformat()}",
+            run_after=later,
+            state=run_state,
+            task_states=task_states,
+            task_results={},
+        )
+    )
+    with airflow_serving(AirflowStubState(runs=runs), ui_env):
+        app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [hidden] = texts(app.info)
+    assert hidden.startswith("The collection is complete: 2 recent runs")
+    assert "restarted" not in hidden
+    assert "Pause the DAG" in hidden
+
+
 def test_toggle_pauses_and_unpauses_the_dag(airflow: AirflowStubState) -> None:
     app = open_page("pipeline")
     app.toggle(key="pipeline_paused").set_value(True).run()

@@ -11,6 +11,7 @@ from ui.batch_predict import (
     MAX_UPLOAD_MB,
     BatchOutcome,
     CsvFormatError,
+    PredictedFile,
     agreement,
     predict_csv,
     read_raw_csv,
@@ -18,6 +19,7 @@ from ui.batch_predict import (
 from ui.clients.errors import ServiceError
 
 KEY = "batch_"
+OUTCOME_KEY = f"{KEY}outcome"  # the last file's PredictedFile: not a widget key, so it outlives a visit elsewhere
 
 
 def _version_order(version: str) -> tuple[int, str]:
@@ -48,6 +50,15 @@ def _show(outcome: BatchOutcome, file_name: str) -> None:
         st.dataframe(outcome.rejected_frame(), hide_index=True, width="stretch")
 
 
+def _show_last(last: PredictedFile | None) -> None:
+    """With the uploader empty (after a visit to another page, or the file removed): the last results, if any."""
+    if last is None:
+        st.info("No file uploaded yet.")
+        return
+    st.info(f"No file in the uploader: these are the results of `{last.file_name}`, the last file predicted.")
+    _show(last.outcome, last.file_name)
+
+
 def render() -> None:
     st.title("Predict a CSV file")
     st.markdown(
@@ -59,18 +70,20 @@ def render() -> None:
     # The cap is sized to the row limit, so that a far larger file is stopped in the browser (Streamlit's
     # default is 200 MB); ``read_raw_csv`` checks the size again for clients that bypass the browser.
     upload = st.file_uploader("Raw-format CSV", type=["csv"], max_upload_size=MAX_UPLOAD_MB, key=f"{KEY}file")
+    last: PredictedFile | None = st.session_state.get(OUTCOME_KEY)
     if upload is None:
-        st.info("No file uploaded yet.")
+        _show_last(last)
         return
+    # A rerun (e.g. the download click) must not predict the same file again.
+    if last is not None and last.file_id == upload.file_id:
+        _show(last.outcome, upload.name)
+        return
+    # From here on the results kept are not those of the file in the uploader.
+    st.session_state.pop(OUTCOME_KEY, None)
     try:
         raw = read_raw_csv(upload.getvalue())
     except CsvFormatError as error:
         st.error(f"`{upload.name}` cannot be read: {error}.")
-        return
-    # A rerun (e.g. the download click) must not predict the same file again.
-    cached = st.session_state.get(f"{KEY}outcome")
-    if cached is not None and cached[0] == upload.file_id:
-        _show(cached[1], upload.name)
         return
     base_url = services.url(services.settings().inference_url)
     with st.spinner(f"Predicting {len(raw.frame)} rows..."):
@@ -79,7 +92,7 @@ def render() -> None:
         except ServiceError as error:
             services.show_error(error)
             return
-    st.session_state[f"{KEY}outcome"] = (upload.file_id, outcome)
+    st.session_state[OUTCOME_KEY] = PredictedFile(upload.file_id, upload.name, outcome)
     _show(outcome, upload.name)
 
 

@@ -9,7 +9,7 @@ import streamlit as st
 from ui import services
 from ui.clients.airflow import DagRun, RecentRuns
 from ui.clients.errors import ServiceError
-from ui.presentation import runs_frame, short_time
+from ui.presentation import FETCH_TASK, runs_frame, short_time
 
 KEY = "pipeline_"
 RECENT_RUNS = 15
@@ -78,8 +78,8 @@ def _explain_hidden(recent: RecentRuns, is_paused: bool) -> None:
     newest = recent.collection_complete[0]
     count = len(recent.collection_complete)
     plural = "s" if count != 1 else ""
-    if recent.runs and _after(recent.runs[0], newest):
-        # Runs that fetched data came after them: the group was restarted, the collection goes on.
+    if _fetched_since(recent.runs, newest):
+        # A run fetched a batch after them: the group was restarted, the collection goes on.
         st.info(
             f"{count} earlier run{plural} (the newest `{newest.run_id}`) found the collection complete before "
             "the runs below (the group was restarted since); hidden below."
@@ -97,6 +97,16 @@ def _explain_hidden(recent: RecentRuns, is_paused: bool) -> None:
         f"`{newest.run_id}`) got 'collection complete' from the data API and skipped every task; "
         f"hidden below.{advice}"
     )
+
+
+def _fetched_since(runs: list[DagRun], complete: DagRun) -> bool:
+    """Whether one of ``runs`` fetched a batch after ``complete`` found the collection complete.
+
+    Only a successful ``fetch`` shows the data API serves batches again: a run
+    that is merely newer may be queued (triggered while the DAG is paused, as the
+    note advises), running or failed, and has fetched nothing.
+    """
+    return any(run.task_states.get(FETCH_TASK) == "success" and _after(run, complete) for run in runs)
 
 
 def _after(run: DagRun, other: DagRun) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from covertype.schema import (
     COVER_TYPE_NAMES,
+    FEATURE_COLUMNS,
     NUMERIC_COLUMNS,
     SOIL_CODES,
     SOIL_COLUMN,
@@ -22,24 +25,55 @@ from ui.examples import DEFAULT_EXAMPLE, EXAMPLES
 from ui.presentation import probability_frame
 
 KEY = "predict_"  # prefix of this page's session-state keys
+EXAMPLE_KEY = f"{KEY}example"  # the picker (a widget)
+CHOICE_KEY = f"{KEY}example_choice"  # the picker's value, kept
+ANSWER_KEY = f"{KEY}answer"  # (record sent, result) of the last prediction
 
 
 def field_key(column: str) -> str:
+    """A form field's widget key: Streamlit deletes its value whenever the page is not drawn."""
     return f"{KEY}field_{column}"
 
 
-def _load_example() -> None:
-    """Callback of the example picker: copy the chosen real row into the form's fields."""
-    example = EXAMPLES[st.session_state[f"{KEY}example"]]
-    for column, value in example.items():
-        st.session_state[field_key(column)] = value
+def value_key(column: str) -> str:
+    """Where a field's value is kept: not a widget key, so it outlives a visit to another page."""
+    return f"{KEY}value_{column}"
 
 
-def _init_fields() -> None:
-    if f"{KEY}example" not in st.session_state:
-        st.session_state[f"{KEY}example"] = DEFAULT_EXAMPLE
-    if field_key(NUMERIC_COLUMNS[0].name) not in st.session_state:
-        _load_example()
+def _keep_values(values: Mapping[str, int | str]) -> None:
+    for column, value in values.items():
+        st.session_state[value_key(column)] = value
+
+
+def _pick_example() -> None:
+    """Callback of the example picker: keep the choice and its real row as the form's values.
+
+    The last answer is dropped: it was for another record, and the form no longer shows that one.
+    """
+    choice = st.session_state[EXAMPLE_KEY]
+    st.session_state[CHOICE_KEY] = choice
+    _keep_values(EXAMPLES[choice])
+    st.session_state.pop(ANSWER_KEY, None)
+
+
+def _keep_form() -> None:
+    """Callback of the submit button: keep the values submitted, which the answer will be for."""
+    _keep_values({column: st.session_state[field_key(column)] for column in FEATURE_COLUMNS})
+
+
+def _restore_widgets() -> None:
+    """Give the picker and the fields their kept values (the default example on a first visit).
+
+    Streamlit's pattern for widgets in a multipage app: widget keys are deleted
+    while another page is shown, so without this a return to the page would show
+    the default example beside the answer for the record last sent.
+    """
+    if CHOICE_KEY not in st.session_state:
+        st.session_state[CHOICE_KEY] = DEFAULT_EXAMPLE
+        _keep_values(EXAMPLES[DEFAULT_EXAMPLE])
+    st.session_state[EXAMPLE_KEY] = st.session_state[CHOICE_KEY]
+    for column in FEATURE_COLUMNS:
+        st.session_state[field_key(column)] = st.session_state[value_key(column)]
 
 
 def _serving_model(base_url: str, slot: DeltaGenerator) -> bool:
@@ -84,7 +118,7 @@ def _form() -> dict[str, int | str] | None:
             key=field_key(SOIL_COLUMN),
             format_func=lambda code: f"{code}: {SOIL_DESCRIPTIONS[code]}",
         )
-        submitted = st.form_submit_button("Predict the cover type", type="primary")
+        submitted = st.form_submit_button("Predict the cover type", type="primary", on_click=_keep_form)
     if not submitted:
         return None
     record: dict[str, int | str] = {
@@ -113,13 +147,13 @@ def render() -> None:
     base_url = services.url(services.settings().inference_url)
     model_slot = st.empty()
     model_ok = _serving_model(base_url, model_slot)
-    _init_fields()
+    _restore_widgets()
     st.selectbox(
         "Prefill with a real observation whose cover type is",
         list(EXAMPLES),
-        key=f"{KEY}example",
+        key=EXAMPLE_KEY,
         format_func=lambda cover_type: COVER_TYPE_NAMES[cover_type],
-        on_change=_load_example,
+        on_change=_pick_example,
     )
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -129,14 +163,14 @@ def render() -> None:
             try:
                 result = services.inference_client(base_url).predict([record])
             except ServiceError as error:
-                st.session_state.pop(f"{KEY}answer", None)
+                st.session_state.pop(ANSWER_KEY, None)
                 if not model_ok or isinstance(error, NoModelYet):
                     # This newer message replaces the one at the top (or a "Serving ..." read before the model went).
                     model_slot.empty()
                 services.show_error(error)
             else:
-                st.session_state[f"{KEY}answer"] = (record, result)
-        answer = st.session_state.get(f"{KEY}answer")
+                st.session_state[ANSWER_KEY] = (record, result)
+        answer = st.session_state.get(ANSWER_KEY)
         if answer is not None:
             _show_result(*answer)
         elif record is None:

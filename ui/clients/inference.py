@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from covertype.schema import COVER_TYPE_NAMES
 from ui.clients.errors import (
     InvalidInput,
     NoModelYet,
@@ -28,6 +30,8 @@ NO_MODEL_HINT = (
     "that the pipeline has registered a model with the production alias "
     "(run the DAG on the Pipeline page), then wait for the inference service to load it"
 )
+SAME_RELEASE_HINT = "that INFERENCE_URL points at the inference service, and that it and the UI are the same release"
+SHOWN_PROBLEMS = 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,89 @@ class ModelInfo:
     run_id: str | None
     loaded_at: str | None
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+# The shapes the UI reads from the service's answers. Only the fields it uses are checked (others are
+# ignored), but those strictly enough that a page never meets a value it cannot show: a body of another
+# shape is an ``UnexpectedResponse`` here, not an exception in a page. Numbers are accepted where text is
+# expected (a version sent as 3), because that is what the UI shows them as anyway.
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
+
+
+class _ModelBody(_Answer):
+    """``GET /model``; the names with and without the ``model_`` prefix are both read."""
+
+    name: str | None = None
+    model_name: str | None = None
+    version: str | None = None
+    model_version: str | None = None
+    alias: str | None = None
+    model_alias: str | None = None
+    run_id: str | None = None
+    loaded_at: str | None = None
+    metrics: dict[str, float | None] | None = None
+
+
+class _PredictionItem(_Answer):
+    """One record's answer in ``POST /predict``."""
+
+    cover_type: int = Field(ge=min(COVER_TYPE_NAMES), le=max(COVER_TYPE_NAMES))
+    cover_type_name: str | None = None
+    name: str | None = None
+    probabilities: dict[str, float] = Field(default_factory=dict)
+
+
+class _ModelFields(_Answer):
+    """Which model answered: the service's ``model_*`` fields, or the shorter names."""
+
+    model_name: str | None = None
+    name: str | None = None
+    model_version: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
+class _PredictBody(_ModelFields):
+    """``POST /predict``: the predictions in request order; the model beside them or under ``model``."""
+
+    predictions: list[_PredictionItem]
+    model: _ModelFields | None = None
+
+
+_Shape = TypeVar("_Shape", bound=_Answer)
+
+
+def _read(shape: type[_Shape], body: object, call: str) -> _Shape:
+    """``body`` read as ``shape``; any mismatch is an ``UnexpectedResponse`` saying where and what."""
+    try:
+        return shape.model_validate(body)
+    except ValidationError as error:
+        raise UnexpectedResponse(
+            SERVICE, f"{call} answered a body the UI cannot read: {_mismatches(error)}", SAME_RELEASE_HINT
+        ) from error
+
+
+def _mismatches(error: ValidationError) -> str:
+    """The first problems, e.g. ``predictions.0.probabilities: Input should be a valid dictionary (got None)``."""
+    problems = error.errors(include_url=False)
+    parts = []
+    for problem in problems[:SHOWN_PROBLEMS]:
+        where = ".".join(str(part) for part in problem["loc"]) or "the body"
+        # pydantic's own words would name the UI's private class ("... or instance of _ModelBody").
+        expected = "Input should be a JSON object" if problem["type"] == "model_type" else problem["msg"]
+        parts.append(f"{where}: {expected} (got {_short(problem['input'])})")
+    more = f" (and {len(problems) - SHOWN_PROBLEMS} more)" if len(problems) > SHOWN_PROBLEMS else ""
+    return "; ".join(parts) + more
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InferenceClient:
@@ -100,20 +187,31 @@ class InferenceClient:
 
     def model_info(self) -> ModelInfo:
         """The loaded model (``GET /model``); raises ``NoModelYet`` before the first model."""
-        body = self._json("GET", "/model")
+        body = _read(_ModelBody, self._json("GET", "/model"), "GET /model")
         return ModelInfo(
-            name=body.get("name") or body.get("model_name"),
-            version=_text(body.get("version") or body.get("model_version")),
-            alias=body.get("alias") or body.get("model_alias"),
-            run_id=body.get("run_id"),
-            loaded_at=_text(body.get("loaded_at")),
+            name=body.name or body.model_name,
+            version=body.version or body.model_version,
+            alias=body.alias or body.model_alias,
+            run_id=body.run_id,
+            loaded_at=body.loaded_at,
             # A metric that is NaN in MLflow arrives as null: left out rather than shown as a number.
-            metrics={key: float(value) for key, value in (body.get("metrics") or {}).items() if value is not None},
+            metrics={key: value for key, value in (body.metrics or {}).items() if value is not None},
         )
 
     def predict(self, records: Sequence[dict[str, int | str]]) -> PredictionResult:
-        """Predict the records in one request (``{"instances": [...]}``)."""
-        body = self._json("POST", "/predict", json={"instances": list(records)})
+        """Predict the records in one request (``{"instances": [...]}``).
+
+        The answer must hold one prediction per record: pages pair them by
+        position, so a shorter or longer list would put answers on the wrong records.
+        """
+        body = _read(_PredictBody, self._json("POST", "/predict", json={"instances": list(records)}), "POST /predict")
+        if len(body.predictions) != len(records):
+            raise UnexpectedResponse(
+                SERVICE,
+                f"POST /predict answered {_count(len(body.predictions), 'prediction')} "
+                f"for {_count(len(records), 'record')} sent",
+                SAME_RELEASE_HINT,
+            )
         return _prediction_result(body)
 
     def close(self) -> None:
@@ -155,10 +253,6 @@ def _no_model_problem(method: str, path: str, response: httpx.Response) -> str:
     return f"{method} {path} answered 503 ({response_detail(response)}): no model is loaded"
 
 
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
 def _json_or_text(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -166,27 +260,18 @@ def _json_or_text(response: httpx.Response) -> Any:
         return response.text
 
 
-def _prediction_result(body: dict[str, Any]) -> PredictionResult:
-    try:
-        items = body["predictions"]
-        predictions = [
-            Prediction(
-                cover_type=int(item["cover_type"]),
-                cover_type_name=str(item.get("cover_type_name") or item.get("name") or item["cover_type"]),
-                probabilities={str(key): float(value) for key, value in item.get("probabilities", {}).items()},
-            )
-            for item in items
-        ]
-    except (KeyError, TypeError, ValueError) as error:
-        raise UnexpectedResponse(
-            SERVICE,
-            f"POST /predict returned a body the UI cannot read ({type(error).__name__}: {error})",
-            "that the inference service and the UI are the same release",
-        ) from error
-    model = body.get("model") if isinstance(body.get("model"), dict) else body
+def _prediction_result(body: _PredictBody) -> PredictionResult:
+    model = body.model or body
     return PredictionResult(
-        predictions=predictions,
-        model_name=model.get("model_name") or model.get("name"),
-        model_version=_text(model.get("model_version") or model.get("version")),
-        run_id=model.get("run_id"),
+        predictions=[
+            Prediction(
+                cover_type=item.cover_type,
+                cover_type_name=item.cover_type_name or item.name or str(item.cover_type),
+                probabilities=item.probabilities,
+            )
+            for item in body.predictions
+        ],
+        model_name=model.model_name or model.name,
+        model_version=model.model_version or model.version,
+        run_id=model.run_id,
     )
