@@ -19,7 +19,7 @@ import pandas as pd
 
 from covertype.parsing import RowError, parse_features
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
-from ui.clients.errors import InvalidInput, UnexpectedResponse
+from ui.clients.errors import InvalidInput, ServiceError, UnexpectedResponse
 from ui.clients.inference import SAME_RELEASE_HINT, SERVICE, InferenceClient, PredictionResult
 from ui.presentation import cover_type_name
 
@@ -52,13 +52,27 @@ class RejectedLine:
     detail: str
 
 
+@dataclass(frozen=True)
+class StoppedPart:
+    """Where a file's prediction stopped: the service failed after earlier chunks were predicted."""
+
+    error: ServiceError
+    first_line: int  # the first file line of the chunk that failed
+    rows_left: int  # valid rows from there on, not predicted
+
+
 @dataclass
 class BatchOutcome:
-    """Predictions for the good rows (a table), the rejected rows, and which model answered."""
+    """Predictions for the good rows (a table), the rejected rows, and which model answered.
+
+    ``stopped`` is set when the service failed part-way: the table then holds
+    only the rows predicted before, which are kept rather than thrown away.
+    """
 
     predictions: pd.DataFrame
     rejected: list[RejectedLine] = field(default_factory=list)
     model_versions: set[str] = field(default_factory=set)
+    stopped: StoppedPart | None = None
 
     def rejected_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -297,8 +311,15 @@ def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
     good, rejected = validate_rows(raw.frame, raw.first_line)
     rows: list[dict[str, Any]] = []
     versions: set[str] = set()
+    stopped: StoppedPart | None = None
     for start in range(0, len(good), CHUNK_SIZE):
-        chunk, result, refused = _predict_accepted(client, good[start : start + CHUNK_SIZE])
+        try:
+            chunk, result, refused = _predict_accepted(client, good[start : start + CHUNK_SIZE])
+        except ServiceError as error:
+            if start == 0:
+                raise  # nothing predicted: the error is the whole outcome
+            stopped = StoppedPart(error, first_line=good[start][0], rows_left=len(good) - start)
+            break
         rejected += refused
         if result is None:
             continue
@@ -320,7 +341,7 @@ def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
         labels = raw.frame[LABEL_COLUMN]
         table.insert(4, LABEL_COLUMN, [labels.loc[line - raw.first_line] for line in table["line"]])
     rejected.sort(key=lambda item: item.line)
-    return BatchOutcome(predictions=table, rejected=rejected, model_versions=versions)
+    return BatchOutcome(predictions=table, rejected=rejected, model_versions=versions, stopped=stopped)
 
 
 def agreement(table: pd.DataFrame) -> float | None:

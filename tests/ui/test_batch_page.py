@@ -176,6 +176,35 @@ def test_an_answer_with_fewer_predictions_than_records_is_an_error(ui_env, share
     assert not app.dataframe
 
 
+def test_a_service_failing_part_way_keeps_the_rows_already_predicted(ui_env, shared_frame) -> None:
+    """A 5xx at the second chunk must not throw away the first chunk's predictions: they are shown, with
+    where it stopped and how many rows were not predicted."""
+    answered: list[int] = []
+
+    def first_chunk_only(instances: list[Any]) -> tuple[int, object]:
+        if answered:
+            return 500, {"detail": "worker crashed"}
+        answered.append(len(instances))
+        predictions = [{"cover_type": 2, "probabilities": {"2": 1.0}} for _ in instances]
+        return 200, {"predictions": predictions, "model_version": "4"}
+
+    frame = shared_frame.head(CHUNK_SIZE + 30)
+    with serve(backends.inference_stub({}, first_chunk_only)) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    assert answered == [CHUNK_SIZE]
+    [error] = texts(app.error)
+    assert "Inference API" in error
+    assert "500" in error
+    [summary] = texts(app.warning)
+    assert f"Predicted **{CHUNK_SIZE}** rows" in summary
+    assert f"**Stopped at line {CHUNK_SIZE + 2}**" in summary  # the header is line 1
+    assert "the **30** valid rows from that line on were not predicted" in summary
+    assert app.dataframe[0].value["line"].tolist() == list(range(2, CHUNK_SIZE + 2))
+
+
 def test_headerless_feature_only_file_is_predicted(served_model, ui_env, shared_frame) -> None:
     ui_env.setenv("INFERENCE_URL", served_model.inference_url)
     app = open_page("batch")

@@ -32,7 +32,15 @@ def _show(outcome: BatchOutcome, file_name: str) -> None:
     rejected = len(outcome.rejected)
     versions = ", ".join(sorted(outcome.model_versions, key=_version_order)) or "none"
     message = f"Predicted **{predicted}** rows of `{file_name}` with model version {versions}; **{rejected}** rejected."
-    (st.warning if rejected else st.success)(message)
+    stopped = outcome.stopped
+    if stopped is not None:
+        services.show_error(stopped.error)
+        message += (
+            f" **Stopped at line {stopped.first_line}**: the service failed there, and the **{stopped.rows_left}** "
+            "valid rows from that line on were not predicted (the table holds the rows before it). "
+            "Upload the file again to predict it all."
+        )
+    (st.warning if rejected or stopped is not None else st.success)(message)
     if predicted:
         share = agreement(outcome.predictions)
         if share is not None:
