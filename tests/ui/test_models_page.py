@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -38,6 +41,32 @@ def test_production_version_runs_and_links(mlflow_store, ui_env) -> None:
         for version in reversed(mlflow_store.versions)
     ]
     assert len(app.get("vega_lite_chart")) == 2  # macro-F1 and rows used over time
+
+
+def test_a_production_version_whose_run_was_deleted_for_good_still_shows_the_training_runs(ui_env, tmp_path) -> None:
+    """``mlflow gc`` removes a deleted run but not the versions registered from it: one warning, not an error
+    that hides the whole page."""
+    tracking_uri, version = backends.build_registry_store(tmp_path, backends.training_metrics(0.8, 1000, 1))
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_run(version.run_id).info.experiment_id
+    other = client.create_run(experiment_id, tags={"dag_run_id": "scheduled__run-2"})
+    client.set_terminated(other.info.run_id)
+    client.delete_run(version.run_id)
+    subprocess.run(
+        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", tracking_uri, "--run-ids", version.run_id],
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        check=True,
+        capture_output=True,
+    )
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    app = open_page("models")
+    assert not app.exception, [item.value for item in app.exception]
+    assert not app.error, texts(app.error)
+    assert f"**version {version.version}**" in all_text(app)
+    [warning] = texts(app.warning)
+    assert f"Run `{version.run_id}` no longer exists in MLflow" in warning
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["dag_run_id"].tolist() == ["scheduled__run-2"]
 
 
 def test_recall_is_shown_per_cover_type_by_name(mlflow_store, ui_env) -> None:

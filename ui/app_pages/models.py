@@ -35,6 +35,12 @@ def _production(production: ProductionModel | None, overview: ExperimentOverview
         f"from run `{production.run_id}`"
         + (f", registered {production.created_at:%Y-%m-%d %H:%M} UTC" if production.created_at else "")
     )
+    if production.run_missing:
+        st.warning(
+            f"Run `{production.run_id}` no longer exists in MLflow (deleted for good, e.g. by `mlflow gc`): the "
+            "version is still registered and served, but its metrics are gone."
+        )
+        return
     columns = st.columns(len(HEADLINE_METRICS))
     for column, name in zip(columns, HEADLINE_METRICS, strict=True):
         value = production.metrics.get(name)

@@ -58,6 +58,7 @@ class ProductionModel:
     run_id: str | None
     created_at: datetime | None
     metrics: dict[str, float] = field(default_factory=dict)
+    run_missing: bool = False  # the version's run was deleted for good (``mlflow gc``): no metrics to show
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,15 @@ class TrackingClient:
         except Exception as error:
             raise self._fail(f"read {self.model_name}@{self.model_alias}", error) from error
         metrics: dict[str, float] = {}
+        run_missing = False
         if version.run_id:
             try:
                 metrics = _finite(self._client.get_run(version.run_id).data.metrics)
+            except MlflowException as error:
+                # A run deleted for good leaves its registered versions: the version is still served.
+                if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise self._fail(f"read run {version.run_id}", error) from error
+                run_missing = True
             except Exception as error:
                 raise self._fail(f"read run {version.run_id}", error) from error
         return ProductionModel(
@@ -190,6 +197,7 @@ class TrackingClient:
             run_id=version.run_id,
             created_at=_from_millis(version.creation_timestamp),
             metrics=metrics,
+            run_missing=run_missing,
         )
 
 
