@@ -72,18 +72,23 @@ class Base(DeclarativeBase):
     """Declarative base of the data store's tables."""
 
 
+def _dag_run_id_column() -> Mapped[str]:
+    """A unique DAG run id; case-sensitive on MySQL too (its default collation ignores case): `Run-1` and
+    `run-1` are two runs."""
+    return mapped_column(
+        String(250).with_variant(mysql.VARCHAR(250, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"),
+        unique=True,
+        nullable=False,
+    )
+
+
 class Fetch(Base):
     """One data API answer, stored by one DAG run."""
 
     __tablename__ = "fetches"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    # Case-sensitive on MySQL too (its default collation ignores case): `Run-1` and `run-1` are two runs.
-    dag_run_id: Mapped[str] = mapped_column(
-        String(250).with_variant(mysql.VARCHAR(250, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"),
-        unique=True,
-        nullable=False,
-    )
+    dag_run_id: Mapped[str] = _dag_run_id_column()
     group_number: Mapped[int] = mapped_column(Integer, nullable=False)
     batch_number: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -136,11 +141,7 @@ class PendingPayload(Base):
     __tablename__ = "pending_payloads"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dag_run_id: Mapped[str] = mapped_column(
-        String(250).with_variant(mysql.VARCHAR(250, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"),
-        unique=True,
-        nullable=False,
-    )
+    dag_run_id: Mapped[str] = _dag_run_id_column()
     fetched: Mapped[Any] = mapped_column(JSON, nullable=False, doc="the fetch step's result, rows included")
 
 

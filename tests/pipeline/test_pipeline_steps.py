@@ -25,15 +25,20 @@ def _fetched(rows: list, batch: int) -> dict:
     return {"group_number": 2, "batch_number": batch, "fetched_at": "2026-03-01T10:00:00+00:00", "rows": rows}
 
 
-def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
-    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
-) -> None:
-    settings = Settings(
+def _training_settings(data_dir: Path) -> Settings:
+    """The data DB and a local MLflow store in ``data_dir``, the fast training profile."""
+    return Settings(
         data_dir=data_dir,
         data_db_url=f"sqlite:///{data_dir / 'covertype.db'}",
         mlflow_tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",
         training_profile="fast",
     )
+
+
+def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _training_settings(data_dir)
     good = shared_rows[2000:2400]
     malformed = [
         *good[:200],
@@ -87,12 +92,7 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
 def test_measurements_sent_again_with_another_label_are_counted_and_kept_out_of_evaluation(
     data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(
-        data_dir=data_dir,
-        data_db_url=f"sqlite:///{data_dir / 'covertype.db'}",
-        mlflow_tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",
-        training_profile="fast",
-    )
+    settings = _training_settings(data_dir)
     first = shared_rows[3000:3400]
     relabelled = [[*row[:-1], str(int(row[-1]) % 7 + 1)] for row in first[:30]]
     pipeline.store_batch(settings, "manual__1", _fetched(first, batch=1))
