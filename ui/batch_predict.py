@@ -24,6 +24,10 @@ from ui.clients.inference import SAME_RELEASE_HINT, SERVICE, InferenceClient, Pr
 from ui.presentation import cover_type_name
 
 CHUNK_SIZE = 1000
+# Requests per chunk while the service refuses records (422). One 422 lists at most 100 problems, so 20
+# rounds take away every record of a chunk refused for one or two fields each; a service of another
+# release refusing every record for many fields would otherwise cost hundreds of requests per chunk.
+MAX_REFUSAL_ROUNDS = 20
 MAX_ROWS = 50_000
 # A raw-format row of the shared data takes 46..61 bytes, so MAX_ROWS rows are about 3 MB; 10 MB leaves
 # room for CRLF line ends, spaces after commas and blank lines, and refuses a large file before it is
@@ -288,11 +292,14 @@ def _predict_accepted(
 
     The service lists at most 100 problems per 422 (``errors_total`` counts the
     others), so one retry is not enough: each round removes every record the 422
-    names, at least one, so there are at most ``len(chunk)`` rounds. Returns the
-    records predicted, their result (None when every record was refused) and the rejects.
+    names, at least one. After ``MAX_REFUSAL_ROUNDS`` refusals it stops with an
+    error: records refused for many fields each free only a few per round, and a
+    service of another release refusing everything would otherwise cost hundreds
+    of requests per chunk before saying so. Returns the records predicted, their
+    result (None when every record was refused) and the rejects.
     """
     rejected: list[RejectedLine] = []
-    while chunk:
+    for _ in range(MAX_REFUSAL_ROUNDS):
         try:
             return chunk, client.predict([record for _, record in chunk]), rejected
         except InvalidInput as error:
@@ -303,7 +310,14 @@ def _predict_accepted(
             if position in refused
         ]
         chunk = [pair for position, pair in enumerate(chunk) if position not in refused]
-    return chunk, None, rejected
+        if not chunk:
+            return chunk, None, rejected
+    raise UnexpectedResponse(
+        SERVICE,
+        f"POST /predict still refuses records of file lines {chunk[0][0]}..{chunk[-1][0]} after "
+        f"{MAX_REFUSAL_ROUNDS} requests that each refused some ({len(rejected)} records refused so far)",
+        SAME_RELEASE_HINT,
+    )
 
 
 def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
@@ -318,7 +332,10 @@ def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:
         except ServiceError as error:
             if start == 0:
                 raise  # nothing predicted: the error is the whole outcome
-            stopped = StoppedPart(error, first_line=good[start][0], rows_left=len(good) - start)
+            # Kept in the session with the outcome: without its traceback (and its causes'), whose frames
+            # would keep this call's locals, the whole parsed file, alive until the next upload.
+            error.__cause__ = error.__context__ = None
+            stopped = StoppedPart(error.with_traceback(None), first_line=good[start][0], rows_left=len(good) - start)
             break
         rejected += refused
         if result is None:

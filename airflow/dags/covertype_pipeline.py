@@ -23,7 +23,8 @@ maybe promotes the served model.
   MLflow run (nested runs per candidate) with the model.
 - **register_and_promote**: registers `covertype` and moves the alias
   `production` when the new version beats or ties the current one on the
-  current evaluation set (or the current one's model can no longer be loaded).
+  current evaluation set (or the current one's model can no longer be loaded,
+  or cannot predict with this code).
 
 Schedule: every `PIPELINE_SCHEDULE_SECONDS` (default 330 s: the course API
 moves to the next batch only 300 s after the last move); 0 means manual runs

@@ -84,24 +84,38 @@ def _shown(value: Any) -> str:
 
 # A number as the data API writes one: ASCII digits, an optional sign and decimals. Python's float()
 # also reads "2_596", full-width digits, "2.596e3", "inf" and "nan": not what a source means to send.
-_DECIMAL = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?", re.ASCII)
+_DECIMAL = re.compile(r"(?P<integer>[+-]?[0-9]+)(?:\.(?P<fraction>[0-9]*))?", re.ASCII)
+# No field's range comes near this: a larger number is refused before it is converted or quoted whole.
+_LARGEST = 10**18
 
 
 def parse_integer(column_name: str, raw_value: Any) -> int:
-    """Parse an integer field that may arrive as a string ("12"), an int or an integral float ("12.0")."""
+    """Parse an integer field that may arrive as a string ("12"), an int or an integral float ("12.0").
+
+    Integers beyond 64 bits arrive as digit strings (``store.strict_json``, as Airflow and MySQL need),
+    so strings are read as integers, not through ``float``: a huge one is out of range, not "no integer".
+    """
     if isinstance(raw_value, bool):
         raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
-    if isinstance(raw_value, int):
-        return raw_value  # any size: the caller's range check refuses what is out of range
     if isinstance(raw_value, float):
+        if not math.isfinite(raw_value) or not raw_value.is_integer():
+            raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
+        number = int(raw_value)
+    elif isinstance(raw_value, int):
         number = raw_value
-    elif isinstance(raw_value, str) and _DECIMAL.fullmatch(raw_value.strip()):
-        number = float(raw_value.strip())
     else:
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
-    if not math.isfinite(number) or not number.is_integer():
-        raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
-    return int(number)
+        match = _DECIMAL.fullmatch(raw_value.strip()) if isinstance(raw_value, str) else None
+        if match is None:
+            raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
+        if (match["fraction"] or "").strip("0"):
+            raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
+        digits = match["integer"].lstrip("+-").lstrip("0")
+        if len(digits) > len(str(_LARGEST)):
+            raise RowError(RejectReason.OUT_OF_RANGE, f"{column_name}: {_shown(raw_value)} is out of range")
+        number = int(match["integer"])
+    if abs(number) >= _LARGEST:
+        raise RowError(RejectReason.OUT_OF_RANGE, f"{column_name}: {_shown(raw_value)} is out of range")
+    return number
 
 
 def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:

@@ -306,7 +306,8 @@ def _champion_text(result: promotion.PromotionResult) -> str:
     if result.champion_version is None:
         return "none"
     if result.champion_macro_f1 is None:
-        return f"version {result.champion_version} could not be loaded"
+        cause = "cannot predict with this code" if result.reason == "champion_unscorable" else "could not be loaded"
+        return f"version {result.champion_version} {cause}"
     return f"{result.champion_macro_f1:.4f} (v{result.champion_version})"
 
 

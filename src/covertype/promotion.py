@@ -132,6 +132,11 @@ _UNREADABLE_MODEL_ERRORS = (
 )
 
 
+# What a model that loads raises when it cannot run on today's rows: scikit-learn's checks (feature count,
+# not fitted: ValueError, AttributeError), a missing column or class (KeyError, IndexError), a changed type.
+_INCOMPATIBLE_MODEL_ERRORS = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
 def is_broken_model_error(error: BaseException) -> bool:
     """Whether loading a model failed because of the model itself, not because a service was unreachable."""
     if isinstance(error, MlflowException):
@@ -186,12 +191,11 @@ def _decide(
             return _champion_replaced("champion_unloadable", challenger_f1, champion_version, error)
         try:
             scores = score(model, evaluation)
-        except MemoryError:
-            raise
-        except Exception as error:
+        except _INCOMPATIBLE_MODEL_ERRORS as error:
             # The challenger's hold-out model has just scored these rows with this code, so the fault is
             # the champion's: a model an earlier release saved (other features, another sklearn) that this
             # code cannot run. Keeping it would fail every later run here, and the service could not use it.
+            # Other errors (memory, threads, the OS) say nothing about the model: the task fails, to be retried.
             log.exception(
                 "%s version %s (alias %s) loaded from %s cannot predict with this code: the challenger replaces it",
                 model_name,

@@ -48,6 +48,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
+    inspect,
     or_,
     select,
     update,
@@ -627,10 +628,17 @@ def repeat_counts(engine: Engine) -> pd.DataFrame:
         return pd.DataFrame(connection.execute(query).all(), columns=["times_seen", "observations"]).astype("int64")
 
 
+# What a collection is made of: a data DB that has these has collected data (the other tables came later,
+# and a DB created by an earlier release has them only after the pipeline's next run).
+COLLECTION_TABLES = ("fetches", "observations", "observation_sightings", "rejected_rows")
+
+
 def table_counts(engine: Engine) -> dict[str, int]:
-    """Row count of every table of the store (for tests, logs and the UI's overview)."""
+    """Row count of every table of the store that exists (for tests, logs and the UI's overview)."""
+    present = set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         return {
             table.name: int(connection.execute(select(func.count()).select_from(table)).scalar_one())
             for table in Base.metadata.sorted_tables
+            if table.name in present
         }

@@ -4,10 +4,11 @@ No MLflow here (``covertype.tracking`` logs what this module computes), so
 the same functions serve the DAG, the benchmark and the tests.
 
 - **Split.** Whether an observation is in the evaluation set depends only on
-  its row hash (``is_evaluation``), so as data grows the evaluation set only
+  its row hash (``is_evaluation``), so as data grows the evaluation set
   gains rows and the champion and the challenger are always scored on the
-  same rows (rows whose features also came with another label stay in
-  training: ``label_conflicts``). A second, independent slice of the hash puts each training row in
+  same rows. Rows whose features also came with another label stay in
+  training (``label_conflicts``): a row can leave the evaluation set that
+  way, never enter it after a model trained on it. A second, independent slice of the hash puts each training row in
   one of ``search_folds`` folds: the candidates are compared on out-of-fold
   predictions over the *whole* training part (a single held-out validation
   slice of ~250 rows ranked near-equal candidates mostly by noise).

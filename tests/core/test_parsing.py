@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from covertype import store
 from covertype.parsing import LabelScheme, RejectReason, parse_payload_rows
 from covertype.schema import EXAMPLE_OBSERVATION, FEATURE_COLUMNS, LABEL_COLUMN, RAW_COLUMNS
 
@@ -78,11 +79,17 @@ def test_integral_float_strings_and_whitespace_are_accepted() -> None:
 
 
 def test_json_numbers_are_accepted_and_a_huge_integer_is_out_of_range_not_a_crash() -> None:
-    """A source may send JSON numbers: ints of any size, and integral floats."""
+    """A source may send JSON numbers: ints of any size, and integral floats. ``fetch`` passes integers
+    beyond 64 bits on as digit strings (``store.strict_json``): those are out of range too, quoted short."""
     row: list[object] = [2596, 51.0, *GOOD_ROW[2:-1], 5]
     assert parse_payload_rows([row]).rows == [{**EXAMPLE_OBSERVATION, "Cover_Type": 5}]
-    [rejected] = parse_payload_rows([[10**400, *GOOD_ROW[1:]]]).rejected
-    assert rejected.reason is RejectReason.OUT_OF_RANGE
+    for huge in ([10**400, *GOOD_ROW[1:]], [1e300, *GOOD_ROW[1:]], *store.strict_json([[10**400, *GOOD_ROW[1:]]])):
+        [rejected] = parse_payload_rows([huge]).rejected
+        assert rejected.reason is RejectReason.OUT_OF_RANGE, rejected
+        assert len(rejected.detail) < 150
+    assert store.strict_json([[10**400]]) == [[str(10**400)]], "what fetch passes on"
+    [label] = parse_payload_rows([with_field("Cover_Type", "9" * 5000)]).rejected
+    assert label.reason is RejectReason.OUT_OF_RANGE
 
 
 def test_one_based_labels_stay() -> None:

@@ -17,6 +17,7 @@ from tests.ui.servers import serve
 from ui.batch_predict import (
     CHUNK_SIZE,
     MAX_LINES,
+    MAX_REFUSAL_ROUNDS,
     MAX_ROWS,
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_MB,
@@ -176,6 +177,33 @@ def test_an_answer_with_fewer_predictions_than_records_is_an_error(ui_env, share
     assert not app.dataframe
 
 
+def test_a_service_refusing_every_record_for_many_fields_is_given_up_on_after_a_bounded_number_of_requests(
+    ui_env, shared_frame
+) -> None:
+    """A service of another release (fields renamed): each 422 lists 100 problems, 4 records' worth. Without
+    a bound, 1,000 records would take 250 requests per chunk before the page said anything."""
+    requests: list[int] = []
+
+    def renamed_fields(instances: list[Any]) -> tuple[int, object]:
+        requests.append(len(instances))
+        problems = [(index, f"field_{k}", "unknown here") for index in range(len(instances)) for k in range(25)]
+        return 422, backends.refusal_422(problems)
+
+    with serve(backends.inference_stub({}, renamed_fields)) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(CHUNK_SIZE)), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    assert len(requests) == MAX_REFUSAL_ROUNDS
+    assert requests[:3] == [CHUNK_SIZE, CHUNK_SIZE - 4, CHUNK_SIZE - 8]
+    [error] = texts(app.error)
+    refused = 4 * MAX_REFUSAL_ROUNDS
+    assert (
+        f"POST /predict still refuses records of file lines {2 + refused}..{CHUNK_SIZE + 1} after "
+        f"{MAX_REFUSAL_ROUNDS} requests that each refused some ({refused} records refused so far)"
+    ) in error
+
+
 def test_a_service_failing_part_way_keeps_the_rows_already_predicted(ui_env, shared_frame) -> None:
     """A 5xx at the second chunk must not throw away the first chunk's predictions: they are shown, with
     where it stopped and how many rows were not predicted."""
@@ -203,6 +231,9 @@ def test_a_service_failing_part_way_keeps_the_rows_already_predicted(ui_env, sha
     assert f"**Stopped at line {CHUNK_SIZE + 2}**" in summary  # the header is line 1
     assert "the **30** valid rows from that line on were not predicted" in summary
     assert app.dataframe[0].value["line"].tolist() == list(range(2, CHUNK_SIZE + 2))
+    # Kept in the session without the traceback whose frames would hold the whole parsed file.
+    kept_error = app.session_state["batch_outcome"].outcome.stopped.error
+    assert (kept_error.__traceback__, kept_error.__cause__, kept_error.__context__) == (None, None, None)
 
 
 def test_headerless_feature_only_file_is_predicted(served_model, ui_env, shared_frame) -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine
 
+from covertype import store
 from tests.ui.apptest import all_text, open_page, texts
 from tests.ui.backends import data_api_server, fill_data_db
 from tests.ui.servers import serve
@@ -21,6 +23,28 @@ def data_db(ui_env, tmp_path: Path, covertype_csv: Path) -> str:
 
 def _frames(app) -> list:
     return [frame.value for frame in app.dataframe]
+
+
+def test_a_data_db_of_an_earlier_release_shows_its_data(data_db, ui_env) -> None:
+    """Its tables predate ``pending_payloads``, which only the pipeline's next run creates: the collected
+    data is there all the same (a paused DAG would never create the table)."""
+    engine = create_engine(data_db)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE pending_payloads")
+    engine.dispose()
+    app = open_page("data")  # no data API here: only its status is an error
+    assert not [text for text in texts(app.error) if "Data DB" in text]
+    assert not [text for text in texts(app.info) if "no tables yet" in text]
+    metrics = {metric.label: metric.value for metric in app.metric}
+    assert metrics["distinct observations"] == "360"
+
+
+def test_a_payload_fetched_and_not_stored_is_mentioned(data_db, ui_env) -> None:
+    engine = store.make_engine(data_db)
+    store.keep_pending_payload(engine, "scheduled__4", {"group_number": 1, "batch_number": 4, "rows": []})
+    engine.dispose()
+    app = open_page("data")
+    assert [text for text in texts(app.info) if text.startswith("1 payload(s) fetched and not stored yet")]
 
 
 def test_rows_per_batch_classes_and_rejects(data_db, ui_env, covertype_csv, tmp_path) -> None:

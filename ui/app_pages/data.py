@@ -55,6 +55,12 @@ def _data_db(overview: DataOverview) -> None:
     columns[1].metric("fetches (DAG runs)", f"{counts.get('fetches', 0):,}")
     columns[2].metric("batches seen", len(overview.rows_per_batch))
     columns[3].metric("rejected rows", f"{counts.get('rejected_rows', 0):,}")
+    pending = counts.get("pending_payloads", 0)
+    if pending:
+        st.info(
+            f"{pending} payload(s) fetched and not stored yet: a run between its fetch and store steps, or one "
+            "whose store step failed (clear that run in Airflow: its fetch hands the payload on, no new request)."
+        )
     if overview.rows_per_batch.empty:
         st.info("No batch stored yet.")
         return

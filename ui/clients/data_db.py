@@ -66,7 +66,7 @@ class DataDbClient:
         """Every summary the Data page shows, read in one go."""
         try:
             present = set(inspect(self._engine).get_table_names())
-            if not {table.name for table in store.Base.metadata.sorted_tables} <= present:
+            if not set(store.COLLECTION_TABLES) <= present:
                 return DataOverview(initialised=False)
             return DataOverview(
                 initialised=True,
