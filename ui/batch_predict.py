@@ -292,18 +292,25 @@ def _predict_accepted(
 
     The service lists at most 100 problems per 422 (``errors_total`` counts the
     others), so one retry is not enough: each round removes every record the 422
-    names, at least one. After ``MAX_REFUSAL_ROUNDS`` refusals it stops with an
-    error: records refused for many fields each free only a few per round, and a
+    names, at least one. A refusal after ``MAX_REFUSAL_ROUNDS`` such rounds stops
+    with an error: records refused for many fields each free only a few per round, and a
     service of another release refusing everything would otherwise cost hundreds
     of requests per chunk before saying so. Returns the records predicted, their
     result (None when every record was refused) and the rejects.
     """
     rejected: list[RejectedLine] = []
-    for _ in range(MAX_REFUSAL_ROUNDS):
+    for refusals in range(MAX_REFUSAL_ROUNDS + 1):
         try:
             return chunk, client.predict([record for _, record in chunk]), rejected
         except InvalidInput as error:
             refused = _refused_by_api(chunk, error)
+            if refusals == MAX_REFUSAL_ROUNDS:
+                raise UnexpectedResponse(
+                    SERVICE,
+                    f"POST /predict still refuses records of file lines {chunk[0][0]}..{chunk[-1][0]} after "
+                    f"{refusals} rounds that each took refused records away ({len(rejected)} so far)",
+                    SAME_RELEASE_HINT,
+                ) from error
         rejected += [
             RejectedLine(line, [str(value) for value in record.values()], "refused_by_api", refused[position])
             for position, (line, record) in enumerate(chunk)
@@ -311,13 +318,8 @@ def _predict_accepted(
         ]
         chunk = [pair for position, pair in enumerate(chunk) if position not in refused]
         if not chunk:
-            return chunk, None, rejected
-    raise UnexpectedResponse(
-        SERVICE,
-        f"POST /predict still refuses records of file lines {chunk[0][0]}..{chunk[-1][0]} after "
-        f"{MAX_REFUSAL_ROUNDS} requests that each refused some ({len(rejected)} records refused so far)",
-        SAME_RELEASE_HINT,
-    )
+            break
+    return chunk, None, rejected
 
 
 def predict_csv(client: InferenceClient, raw: RawCsv) -> BatchOutcome:

@@ -109,10 +109,10 @@ def parse_integer(column_name: str, raw_value: Any) -> int:
             raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not a number")
         if (match["fraction"] or "").strip("0"):
             raise RowError(RejectReason.NON_NUMERIC, f"{column_name}: {_shown(raw_value)} is not an integer")
-        digits = match["integer"].lstrip("+-").lstrip("0")
+        sign, digits = ("-" if match["integer"].startswith("-") else ""), match["integer"].lstrip("+-").lstrip("0")
         if len(digits) > len(str(_LARGEST)):
             raise RowError(RejectReason.OUT_OF_RANGE, f"{column_name}: {_shown(raw_value)} is out of range")
-        number = int(match["integer"])
+        number = int(sign + (digits or "0"))  # zeros dropped: int() refuses strings of more than 4,300 digits
     if abs(number) >= _LARGEST:
         raise RowError(RejectReason.OUT_OF_RANGE, f"{column_name}: {_shown(raw_value)} is out of range")
     return number

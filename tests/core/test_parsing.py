@@ -92,6 +92,16 @@ def test_json_numbers_are_accepted_and_a_huge_integer_is_out_of_range_not_a_cras
     assert label.reason is RejectReason.OUT_OF_RANGE
 
 
+def test_leading_zeros_of_any_length_are_read() -> None:
+    """Python's int() refuses strings of more than 4,300 digits: zeros included, one field would sink the payload."""
+    zeros = "0" * 5000
+    padded = parse_payload_rows([with_field("Elevation", zeros + "2596"), with_field("Cover_Type", f"+{zeros}9")])
+    assert padded.rows[0]["Elevation"] == 2596
+    [label] = padded.rejected
+    assert label.reason is RejectReason.UNKNOWN_LABEL
+    assert label.detail.startswith("Cover_Type: 9 is not a cover type")
+
+
 def test_one_based_labels_stay() -> None:
     rows = [with_field("Cover_Type", str(label)) for label in range(1, 8)]
     parsed = parse_payload_rows(rows)

@@ -536,6 +536,32 @@ def test_a_production_version_that_loads_but_cannot_predict_is_replaced(
     assert (again.reason, again.champion_version) == ("tie", result.version)
 
 
+def test_an_error_of_the_machine_while_scoring_the_champion_fails_the_task_and_keeps_it(
+    mlflow_store: str, shared_observations: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk or a failed thread says nothing about the model: the task is retried, the alias stays."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    frame = shared_observations.sample(2000, random_state=11)
+    evaluation = training.evaluation_rows(frame, FAST)
+    outcome = training.train(frame, FAST)
+    promotion.register_and_promote(_log(outcome, "run-1"), evaluation, model_name="covertype", alias="production")
+    challenger = _log(outcome, "run-2")
+    predictions: list[int] = []
+    sklearn_predict = Pipeline.predict
+
+    def predict_then_fail(self: Pipeline, X: pd.DataFrame, **params: object) -> object:  # noqa: N803
+        predictions.append(len(X))
+        if len(predictions) == 2:  # the champion's hold-out model, scored after the challenger's
+            raise OSError(28, "No space left on device")
+        return sklearn_predict(self, X, **params)
+
+    monkeypatch.setattr(Pipeline, "predict", predict_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        promotion.register_and_promote(challenger, evaluation, model_name="covertype", alias="production")
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "1"
+    assert "promotion_decision" not in client.get_model_version("covertype", "2").tags
+
+
 def test_a_decision_taken_again_without_a_champion_score_does_not_keep_the_old_one(
     mlflow_store: str, three_runs: ThreeRuns
 ) -> None:

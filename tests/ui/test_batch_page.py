@@ -31,6 +31,8 @@ from ui.clients.errors import InvalidInput
 from ui.clients.inference import InferenceClient
 from ui.examples import EXAMPLES
 
+GOOD_ELEVATION = 3001
+
 
 def _csv(frame: pd.DataFrame, *, header: bool = True) -> bytes:
     buffer = io.StringIO()
@@ -194,14 +196,42 @@ def test_a_service_refusing_every_record_for_many_fields_is_given_up_on_after_a_
         app = open_page("batch")
         app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(CHUNK_SIZE)), "text/csv").run()
     assert not app.exception, [item.value for item in app.exception]
-    assert len(requests) == MAX_REFUSAL_ROUNDS
+    assert len(requests) == MAX_REFUSAL_ROUNDS + 1
     assert requests[:3] == [CHUNK_SIZE, CHUNK_SIZE - 4, CHUNK_SIZE - 8]
     [error] = texts(app.error)
     refused = 4 * MAX_REFUSAL_ROUNDS
     assert (
         f"POST /predict still refuses records of file lines {2 + refused}..{CHUNK_SIZE + 1} after "
-        f"{MAX_REFUSAL_ROUNDS} requests that each refused some ({refused} records refused so far)"
+        f"{MAX_REFUSAL_ROUNDS} rounds that each took refused records away ({refused} so far)"
     ) in error
+
+
+def test_good_records_left_after_the_last_round_of_refusals_are_predicted(ui_env, shared_frame) -> None:
+    """999 records refused for two fields each (50 per 422): the 20th round takes the last of them away,
+    and the one good record left is still sent, not reported as refused."""
+    requests: list[int] = []
+
+    def refuse_all_but_the_last(instances: list[Any]) -> tuple[int, object]:
+        requests.append(len(instances))
+        refused = [index for index, record in enumerate(instances) if record["Elevation"] != GOOD_ELEVATION]
+        if not refused:
+            predictions = [{"cover_type": 2, "probabilities": {"2": 1.0}} for _ in instances]
+            return 200, {"predictions": predictions, "model_version": "4"}
+        return 422, backends.refusal_422([(index, field, "bad") for index in refused for field in ("Slope", "Aspect")])
+
+    frame = shared_frame.head(CHUNK_SIZE).copy()
+    frame["Elevation"] = GOOD_ELEVATION - 1
+    frame.loc[frame.index[-1], "Elevation"] = GOOD_ELEVATION
+    with serve(backends.inference_stub({}, refuse_all_but_the_last)) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    assert not app.error, texts(app.error)
+    assert requests[-2:] == [50, 1]
+    predictions, rejects = (table.value for table in app.dataframe)
+    assert predictions["line"].tolist() == [CHUNK_SIZE + 1]
+    assert len(rejects) == CHUNK_SIZE - 1
 
 
 def test_a_service_failing_part_way_keeps_the_rows_already_predicted(ui_env, shared_frame) -> None:
