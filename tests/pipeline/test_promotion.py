@@ -54,6 +54,14 @@ def mlflow_store(data_dir: Path) -> str:
     return uri
 
 
+def _trained_sample(
+    observations: pd.DataFrame, *, rows: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, training.TrainingOutcome]:
+    """A sample of the shared rows, its evaluation set, and the fast profile trained on the sample."""
+    frame = observations.sample(rows, random_state=seed)
+    return frame, training.evaluation_rows(frame, FAST), training.train(frame, FAST)
+
+
 def _log(outcome: training.TrainingOutcome, dag_run_id: str) -> tracking.TrainedRun:
     return tracking.log_training(outcome, dag_run_id=dag_run_id, batch_numbers=[1, 2])
 
@@ -110,9 +118,7 @@ def test_a_version_without_a_holdout_model_is_scored_itself(
 ) -> None:
     """Versions registered before hold-out models existed were fitted without the evaluation set."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=6)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    _, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=6)
     legacy_run = _log(outcome, "run-legacy")
     legacy = mlflow.register_model(legacy_run.holdout_model_uri, "covertype")  # no holdout_model_uri tag
     client.set_registered_model_alias("covertype", "production", legacy.version)
@@ -258,9 +264,7 @@ def test_a_production_version_that_cannot_be_loaded_is_replaced(
 ) -> None:
     """Else every later run would fail comparing against it, and the alias could never move again."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=8)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    _, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=8)
     broken = _log(outcome, "run-1")
     first = promotion.register_and_promote(broken, evaluation, model_name="covertype", alias="production")
     assert (first.version, first.promoted) == ("1", True)
@@ -329,9 +333,7 @@ def test_a_production_version_whose_file_is_corrupted_is_replaced(
 ) -> None:
     """Not only truncation: any model file that cannot be read after the download is the model's own fault."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=8)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    _, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=8)
     corrupted = _log(outcome, "run-1")
     promotion.register_and_promote(corrupted, evaluation, model_name="covertype", alias="production")
     _rewrite_skops_members(corrupted.holdout_model_uri, damage)
@@ -468,9 +470,7 @@ def test_a_production_version_saved_as_pickle_is_never_loaded_and_is_replaced(
 ) -> None:
     """Loading a pickle can run any code: the pipeline refuses it (covertype.model_safety) like a broken model."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=9)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    _, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=9)
     with mlflow.start_run():
         pickled = mlflow.sklearn.log_model(outcome.holdout_model, name="model", serialization_format="cloudpickle")
     version = mlflow.register_model(pickled.model_uri, "covertype")  # no hold-out tag: scored itself
@@ -500,9 +500,7 @@ def test_a_production_version_that_loads_but_cannot_predict_is_replaced(
 ) -> None:
     """Else a release that changes the features would fail every later run, with the alias stuck on that version."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=10)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    frame, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=10)
     earlier = _log(outcome, "run-1")
     example = training.features_of(frame.head(5))
     with mlflow.start_run():
@@ -541,9 +539,7 @@ def test_an_error_of_the_machine_while_scoring_the_champion_fails_the_task_and_k
 ) -> None:
     """A full disk or a failed thread says nothing about the model: the task is retried, the alias stays."""
     client = MlflowClient(tracking_uri=mlflow_store)
-    frame = shared_observations.sample(2000, random_state=11)
-    evaluation = training.evaluation_rows(frame, FAST)
-    outcome = training.train(frame, FAST)
+    _, evaluation, outcome = _trained_sample(shared_observations, rows=2000, seed=11)
     promotion.register_and_promote(_log(outcome, "run-1"), evaluation, model_name="covertype", alias="production")
     challenger = _log(outcome, "run-2")
     predictions: list[int] = []
