@@ -110,6 +110,14 @@ def _task_summary(states: dict[str, str | None]) -> str:
     return ", ".join(f"{task}: {state}" for task, state in states.items() if state != "success")
 
 
+def _started(run: DagRun) -> str | None:
+    """When the run started; a queued run says it has not, with when it is due, rather than pass that off as a start."""
+    if run.start_date:
+        return short_time(run.start_date)
+    due = short_time(run.run_after)
+    return f"not yet (due {due})" if due else "not yet"
+
+
 def runs_frame(runs: list[DagRun]) -> pd.DataFrame:
     """One row per DAG run: when, state, and what its tasks returned (batch, rows, score, promotion)."""
     rows = []
@@ -117,7 +125,7 @@ def runs_frame(runs: list[DagRun]) -> pd.DataFrame:
         batch = _result(run, STORE_TASK, "batch_number")
         rows.append(
             {
-                "started (UTC)": short_time(run.start_date or run.run_after),
+                "started (UTC)": _started(run),
                 "state": run.state,
                 "batch": batch if batch is not None else _result(run, FETCH_TASK, "batch_number"),
                 "rows fetched": _result(run, STORE_TASK, "rows_received"),

@@ -147,7 +147,7 @@ def run_body(run: StubRun) -> dict[str, Any]:
         "run_type": run.run_type,
         "run_after": run.run_after.isoformat(),
         "logical_date": None,
-        "start_date": run.run_after.isoformat(),
+        "start_date": None if run.state == "queued" else run.run_after.isoformat(),  # as Airflow: not started
         "end_date": (run.run_after + timedelta(seconds=40)).isoformat() if run.state == "success" else None,
     }
 

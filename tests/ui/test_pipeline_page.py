@@ -157,6 +157,7 @@ def test_a_run_triggered_after_the_collection_was_complete_is_no_proof_of_a_rest
         app = open_page("pipeline")
         app.button(key="pipeline_trigger").click().run()
     assert app.dataframe[0].value["state"].iloc[0] == "queued"
+    assert app.dataframe[0].value["started (UTC)"].iloc[0].startswith("not yet (due 20")
     [hidden] = [message for message in texts(app.info) if "collection" in message]
     assert hidden.startswith(f"The collection is complete: 3 recent runs (the newest `{state.runs[6].run_id}`)")
     assert "restarted" not in hidden
