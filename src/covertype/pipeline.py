@@ -52,7 +52,6 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
     try:
         store.init_schema(engine)
         stored = store.find_fetch(engine, dag_run_id)
-        kept = None if stored is not None else store.pending_payload(engine, dag_run_id)
         if stored is not None:
             log.warning(
                 "DAG run %s already stored its fetch (group %s batch %s, %s rows; fetch id %s): no new request to "
@@ -71,6 +70,7 @@ def fetch_batch(settings: Settings, group_number: int, dag_run_id: str) -> dict[
                 "rows": [],
                 "already_stored": True,
             }
+        kept = store.pending_payload(engine, dag_run_id)
         if kept is not None:
             log.warning(
                 "DAG run %s already fetched group %s batch %s (%s rows at %s) and has not stored it yet: that payload "

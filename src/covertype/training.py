@@ -8,8 +8,8 @@ the same functions serve the DAG, the benchmark and the tests.
   gains rows and the champion and the challenger are always scored on the
   same rows. Rows whose features also came with another label stay in
   training (``label_conflicts``): a row can leave the evaluation set that
-  way, never enter it after a model trained on it. A second, independent slice of the hash puts each training row in
-  one of ``search_folds`` folds: the candidates are compared on out-of-fold
+  way, never enter it after a model trained on it. A second, independent
+  slice of the hash puts each training row in one of ``search_folds`` folds: the candidates are compared on out-of-fold
   predictions over the *whole* training part (a single held-out validation
   slice of ~250 rows ranked near-equal candidates mostly by noise).
 - **Two fits of the chosen candidate.** The *hold-out model* is fitted on the
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -444,12 +444,7 @@ def search_sample(split: Split, config: TrainingConfig) -> Split:
         dtype=bool,
         count=len(split.train),
     )
-    return Split(
-        train=split.train[keep],
-        folds=split.folds[keep],
-        evaluation=split.evaluation,
-        label_conflicts=split.label_conflicts,
-    )
+    return replace(split, train=split.train[keep], folds=split.folds[keep])
 
 
 def search_candidates(split: Split, config: TrainingConfig) -> list[CandidateResult]:

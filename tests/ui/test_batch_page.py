@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi import FastAPI
+from streamlit.testing.v1 import AppTest
 
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN
 from inference.schemas import MAX_REPORTED_ERRORS
@@ -127,17 +128,23 @@ def _newer_schema_service(requests: list[int]) -> FastAPI:
     return backends.inference_stub({}, predict)
 
 
+def _predicted_by(ui_env: pytest.MonkeyPatch, service: FastAPI, frame: pd.DataFrame) -> AppTest:
+    """The Batch page after ``frame`` was uploaded as a CSV and predicted by ``service``; no exception on it."""
+    with serve(service) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
+    assert not app.exception, [item.value for item in app.exception]
+    return app
+
+
 def test_records_refused_beyond_what_one_422_lists_are_all_listed_by_file_line(ui_env, shared_frame) -> None:
     frame = shared_frame.head(CHUNK_SIZE + 200)
     too_high = frame["Elevation"] > NEWER_SCHEMA_MAX_ELEVATION
     first_chunk_refused = int(too_high.head(CHUNK_SIZE).sum())
     assert first_chunk_refused > MAX_REPORTED_ERRORS  # more than one 422 lists
     requests: list[int] = []
-    with serve(_newer_schema_service(requests)) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, _newer_schema_service(requests), frame)
     assert not app.error, texts(app.error)
     [summary] = texts(app.warning)
     assert f"**{int((~too_high).sum())}** rows" in summary
@@ -157,11 +164,7 @@ def test_records_refused_beyond_what_one_422_lists_are_all_listed_by_file_line(u
 
 def test_a_422_naming_a_record_the_request_does_not_have_is_an_error_with_file_lines(ui_env, shared_frame) -> None:
     service = backends.inference_stub({}, lambda instances: (422, backends.refusal_422([(5, "Elevation", "bad")])))
-    with serve(service) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, service, shared_frame.head(3))
     [error] = texts(app.error)
     assert "POST /predict refused record 5 of a request of 3 records (file lines 2..4): no such record" in error
     assert not app.dataframe
@@ -169,11 +172,7 @@ def test_a_422_naming_a_record_the_request_does_not_have_is_an_error_with_file_l
 
 def test_an_answer_with_fewer_predictions_than_records_is_an_error(ui_env, shared_frame) -> None:
     one = {"predictions": [{"cover_type": 1, "probabilities": {"1": 1.0}}], "model_version": "9"}
-    with serve(backends.inference_stub({}, lambda instances: (200, one))) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, backends.inference_stub({}, lambda instances: (200, one)), shared_frame.head(3))
     [error] = texts(app.error)
     assert "**Inference API**: POST /predict answered 1 prediction for 3 records sent" in error
     assert not app.dataframe
@@ -191,11 +190,7 @@ def test_a_service_refusing_every_record_for_many_fields_is_given_up_on_after_a_
         problems = [(index, f"field_{k}", "unknown here") for index in range(len(instances)) for k in range(25)]
         return 422, backends.refusal_422(problems)
 
-    with serve(backends.inference_stub({}, renamed_fields)) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(CHUNK_SIZE)), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, backends.inference_stub({}, renamed_fields), shared_frame.head(CHUNK_SIZE))
     assert len(requests) == MAX_REFUSAL_ROUNDS + 1
     assert requests[:3] == [CHUNK_SIZE, CHUNK_SIZE - 4, CHUNK_SIZE - 8]
     [error] = texts(app.error)
@@ -222,11 +217,7 @@ def test_good_records_left_after_the_last_round_of_refusals_are_predicted(ui_env
     frame = shared_frame.head(CHUNK_SIZE).copy()
     frame["Elevation"] = GOOD_ELEVATION - 1
     frame.loc[frame.index[-1], "Elevation"] = GOOD_ELEVATION
-    with serve(backends.inference_stub({}, refuse_all_but_the_last)) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, backends.inference_stub({}, refuse_all_but_the_last), frame)
     assert not app.error, texts(app.error)
     assert requests[-2:] == [50, 1]
     predictions, rejects = (table.value for table in app.dataframe)
@@ -247,11 +238,7 @@ def test_a_service_failing_part_way_keeps_the_rows_already_predicted(ui_env, sha
         return 200, {"predictions": predictions, "model_version": "4"}
 
     frame = shared_frame.head(CHUNK_SIZE + 30)
-    with serve(backends.inference_stub({}, first_chunk_only)) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("batch")
-        app.file_uploader(key="batch_file").upload("sample.csv", _csv(frame), "text/csv").run()
-    assert not app.exception, [item.value for item in app.exception]
+    app = _predicted_by(ui_env, backends.inference_stub({}, first_chunk_only), frame)
     assert answered == [CHUNK_SIZE]
     [error] = texts(app.error)
     assert "Inference API" in error

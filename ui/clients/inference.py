@@ -73,16 +73,21 @@ class _Answer(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, frozen=True)
 
 
-class _ModelBody(_Answer):
-    """``GET /model``; the names with and without the ``model_`` prefix are both read."""
+class _ModelFields(_Answer):
+    """Which model: the service's ``model_*`` fields, or the shorter names."""
 
-    name: str | None = None
     model_name: str | None = None
-    version: str | None = None
+    name: str | None = None
     model_version: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
+class _ModelBody(_ModelFields):
+    """``GET /model``: which model is loaded (either naming), its alias, when it was loaded, its metrics."""
+
     alias: str | None = None
     model_alias: str | None = None
-    run_id: str | None = None
     loaded_at: str | None = None
     metrics: dict[str, float | None] | None = None
 
@@ -94,16 +99,6 @@ class _PredictionItem(_Answer):
     cover_type_name: str | None = None
     name: str | None = None
     probabilities: dict[str, float] = Field(default_factory=dict)
-
-
-class _ModelFields(_Answer):
-    """Which model answered: the service's ``model_*`` fields, or the shorter names."""
-
-    model_name: str | None = None
-    name: str | None = None
-    model_version: str | None = None
-    version: str | None = None
-    run_id: str | None = None
 
 
 class _PredictBody(_ModelFields):
