@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,26 @@ def write_csv_atomically(frame: pd.DataFrame, path: Path) -> None:
 # --- Choosing the dataset -----------------------------------------------------------------------
 
 
+# Named for both ways of running the replica: in the compose stack COVERTYPE_CSV comes from .env's
+# DATA_API_COVERTYPE_CSV, and the file must be in the folder DATA_API_DATASET_DIR mounts.
+_SERVE_A_LOCAL_CSV = (
+    "serve a raw-format CSV: set COVERTYPE_CSV to its path (compose stack: DATA_API_DATASET_DIR=<its folder> and "
+    "DATA_API_COVERTYPE_CSV=/data-in/<its name> in .env, then docker compose up -d)"
+)
+
+
+def _check_writable(directory: Path) -> None:
+    """Fail before the download, naming the directory: sklearn's own error would pass for a failed download."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise DatasetError(
+            f"state dir {directory}: the UCI download cannot be kept there ({error}); make DATA_API_STATE_DIR a "
+            f"directory this user can write, or {_SERVE_A_LOCAL_CSV}"
+        ) from error
+
+
 def resolve_dataset(
     settings: DataApiSettings,
     fetch_onehot: Callable[[Path], pd.DataFrame] = fetch_uci_onehot,
@@ -262,13 +283,15 @@ def resolve_dataset(
         return load_raw_csv(settings.covertype_csv)
     cached = settings.cached_dataset_path
     if not cached.is_file():
+        data_home = settings.data_api_state_dir / "sklearn"
+        _check_writable(data_home)
         logger.info("COVERTYPE_CSV is not set: downloading the UCI Covertype dataset into %s", cached.parent)
         try:
-            onehot = fetch_onehot(settings.data_api_state_dir / "sklearn")
+            onehot = fetch_onehot(data_home)
         except OSError as error:  # URLError and HTTPError are OSErrors
             raise DatasetError(
                 f"dataset {cached}: COVERTYPE_CSV is not set and the UCI download failed ({error}); "
-                "set COVERTYPE_CSV to a raw-format CSV or give the service internet access"
+                f"give the service internet access, or {_SERVE_A_LOCAL_CSV}"
             ) from error
         try:
             raw = onehot_to_raw(onehot)
@@ -276,6 +299,9 @@ def resolve_dataset(
             raise DatasetError(
                 f"dataset {cached}: the downloaded UCI table is not one-hot as expected: {error}"
             ) from error
-        write_csv_atomically(raw, cached)
+        try:
+            write_csv_atomically(raw, cached)
+        except OSError as error:
+            raise DatasetError(f"dataset {cached}: the converted UCI table cannot be cached: {error}") from error
         logger.info("cached %d UCI rows in raw format at %s", len(raw), cached)
     return load_raw_csv(cached)

@@ -9,6 +9,7 @@ skip one. The in-process lock only spares threads SQLite's busy-wait.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ CREATE TABLE IF NOT EXISTS group_state (
 )
 """
 BUSY_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class StateStoreError(RuntimeError):
@@ -69,30 +72,51 @@ class StateStore:
         # How long a call waits for another process's write lock before it fails.
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.Lock()
+        self._opened = False  # until then, a missing file is the first start's, not worth a warning
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self._transaction() as connection:
                 connection.execute(SCHEMA)
-        except (sqlite3.OperationalError, OSError) as error:  # locked by another process, no directory, a full disk
-            raise StateStoreError(f"state store {path}: cannot be opened: {error}") from error
+                # A write, so that a file this user cannot write (SQLite then opens it read-only without a
+                # word; e.g. root-owned from an earlier run) stops the start-up instead of passing the
+                # healthcheck, which only reads, and answering 503 to every /data.
+                connection.execute("PRAGMA user_version = 1")
+        except (sqlite3.OperationalError, OSError) as error:  # locked, read-only, no directory, a full disk
+            raise StateStoreError(f"state store {path}: cannot be opened for writing: {error}") from error
         except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
             # Not repaired nor replaced here: the file holds where each group stands, and starting every
             # group over at batch 1 is a decision for the operator, not for a restart loop.
             raise StateStoreError(
                 f"state store {path}: corrupt ({error}); move the file aside to start every group over at batch 1"
             ) from error
+        self._opened = True
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; rolled back if anything inside raises."""
-        with self._lock, closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """One write transaction; rolled back if anything inside raises.
+
+        A state file removed while the service runs (moved aside to start over, as the start-up error
+        on a corrupt file advises) is created again, with a warning: every group starts over at batch
+        1. Without that, SQLite would create an empty file and every request would fail on the
+        missing table until a restart.
+        """
+        with self._lock:
+            missing = not self.path.exists()
+            with closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if missing:
+                        conn.execute(SCHEMA)
+                    yield conn
+                except BaseException:
+                    # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
+                    # would raise in place of the error that says what happened.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            if missing and self._opened:
+                log.warning("state store %s was missing: created again, every group starts over at batch 1", self.path)
 
     def claim(self, group_number: int, now: float, min_update_time: float) -> Claim:
         """Decide the batch for a request at ``now``; raise ``CollectionCompleteError`` after the last."""

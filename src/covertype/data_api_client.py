@@ -3,7 +3,9 @@
 The API answers HTTP 400 both for "collection complete" and, on the course
 API, for a bad group number. Callers must treat those very differently (the
 first ends a DAG run as skipped, the second fails it), so the client tells
-them apart and raises a distinct exception for each.
+them apart and raises a distinct exception for each. Any other 400 (a proxy's
+HTML page, a message neither API sends) is an unexpected answer: read as
+"complete", it would end every later run as skipped without a word.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def _mentions_group(detail: str) -> bool:
     return "group" in lowered or "grupo" in lowered
 
 
+def _says_complete(detail: str) -> bool:
+    """The replica's "collection complete ..." or the course API's "Ya se recolectó toda la información ..."."""
+    lowered = detail.lower()
+    return "collection complete" in lowered or "recolect" in lowered
+
+
 class DataApiClient:
     """Calls the data API with a timeout and typed errors; one instance per base URL."""
 
@@ -89,11 +97,14 @@ class DataApiClient:
             raise ServiceUnavailable(f"data API at {self._http.base_url} timed out on {path}: {error}") from error
         except httpx.TransportError as error:
             raise ServiceUnavailable(f"data API at {self._http.base_url} unreachable: {error}") from error
+        except (httpx.DecodingError, httpx.TooManyRedirects) as error:
+            # The answer arrived (the batch may have moved on): asking again would not be a retry of the same request.
+            raise UnexpectedResponse(f"data API answer on {path} could not be read: {error}") from error
         if response.status_code >= 500:
             raise ServiceUnavailable(f"data API answered {response.status_code} on {path}: {_error_detail(response)}")
         if response.status_code == 422 or (response.status_code == 400 and _mentions_group(_error_detail(response))):
             raise BadGroup(f"data API refused group {group_number}: {_error_detail(response)}")
-        if response.status_code == 400 and path == "/data":
+        if response.status_code == 400 and path == "/data" and _says_complete(_error_detail(response)):
             raise CollectionComplete(f"group {group_number} has received every batch: {_error_detail(response)}")
         if response.status_code != 200:
             raise UnexpectedResponse(f"data API answered {response.status_code} on {path}: {_error_detail(response)}")

@@ -166,6 +166,18 @@ def _warn_if_another_collection(
             group_number,
             previous.batch_number,
         )
+    elif batch_number > previous.batch_number + 1:
+        log.warning(
+            "batch %s of group %s after batch %s: the data API served batch%s %s to requests whose answer this "
+            "collection never stored (a retried fetch whose first request timed out or got a 5xx after the API had "
+            "moved on, or another client of group %s); those rows are not in the collection",
+            batch_number,
+            group_number,
+            previous.batch_number,
+            "es" if batch_number - previous.batch_number > 2 else "",
+            ", ".join(str(missed) for missed in range(previous.batch_number + 1, batch_number)),
+            group_number,
+        )
     elif batch_number == previous.batch_number:
         if scheduled_after_scheduled:
             log.warning(

@@ -213,4 +213,4 @@ def test_a_state_file_held_by_another_process_is_not_called_corrupt(build_app: A
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert str(caught.value) == f"state store {state_file}: cannot be opened: database is locked"
+    assert str(caught.value) == f"state store {state_file}: cannot be opened for writing: database is locked"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from covertype.data_api_client import (
     BadGroup,
@@ -114,5 +114,67 @@ def test_an_answer_for_another_group_or_without_rows_breaks_the_contract(
         serve_in_thread(odd_api) as base_url,
         DataApiClient(base_url, timeout_s=10) as client,
         pytest.raises(UnexpectedResponse, match=message),
+    ):
+        client.fetch_batch(1)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "media_type", "raised", "message"),
+    [
+        (
+            400,
+            '{"detail": "Ya se recolectó toda la información mínima necesaria"}',
+            "application/json",
+            CollectionComplete,
+            "received every batch: Ya se recolectó",
+        ),
+        (400, '{"detail": "Número de grupo inválido"}', "application/json", BadGroup, "refused group 1"),
+        (422, '{"detail": [{"loc": ["query", "group_number"]}]}', "application/json", BadGroup, "refused group 1"),
+        (
+            400,
+            "<html><body>400 Bad Request: nginx</body></html>",
+            "text/html",
+            UnexpectedResponse,
+            "answered 400 on /data: <html>",
+        ),
+        (
+            400,
+            '{"detail": "Invalid query parameter"}',
+            "application/json",
+            UnexpectedResponse,
+            "Invalid query parameter",
+        ),
+    ],
+)
+def test_a_400_ends_the_collection_only_when_it_says_so(
+    status: int, body: str, media_type: str, raised: type[Exception], message: str
+) -> None:
+    """Read as "complete", a proxy's 400 would end every later run as skipped (a success) without a word."""
+    odd_api = FastAPI()
+
+    @odd_api.get("/data")
+    def data(group_number: int) -> Response:
+        return Response(body, status_code=status, media_type=media_type)
+
+    with (
+        serve_in_thread(odd_api) as base_url,
+        DataApiClient(base_url, timeout_s=10) as client,
+        pytest.raises(raised, match=message),
+    ):
+        client.fetch_batch(1)
+
+
+def test_an_answer_that_cannot_be_decoded_breaks_the_contract() -> None:
+    """It was delivered (the batch may have moved on): not a network error to retry."""
+    odd_api = FastAPI()
+
+    @odd_api.get("/data")
+    def data(group_number: int) -> Response:
+        return Response(b"not gzip at all", headers={"content-encoding": "gzip"}, media_type="application/json")
+
+    with (
+        serve_in_thread(odd_api) as base_url,
+        DataApiClient(base_url, timeout_s=10) as client,
+        pytest.raises(UnexpectedResponse, match="could not be read"),
     ):
         client.fetch_batch(1)

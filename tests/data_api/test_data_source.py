@@ -209,6 +209,15 @@ def test_a_failed_download_is_a_clear_start_up_error(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "covtype_raw.csv").exists()
 
 
+def test_a_state_dir_that_cannot_be_written_is_named_not_blamed_on_the_download(tmp_path: Path) -> None:
+    def never_called(data_home: Path) -> pd.DataFrame:
+        raise AssertionError("no download into a directory that cannot keep it")
+
+    (tmp_path / "state").write_text("a file where the state dir should be")
+    with pytest.raises(DatasetError, match=r"state dir .*state/sklearn: the UCI download cannot be kept there"):
+        resolve_dataset(make_settings(None, tmp_path / "state"), never_called)
+
+
 def test_a_blank_covertype_csv_variable_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COVERTYPE_CSV", "  ")
     monkeypatch.setenv("DATA_API_STATE_DIR", str(tmp_path))

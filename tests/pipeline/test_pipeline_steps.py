@@ -157,8 +157,13 @@ def test_the_store_log_names_rejected_rows_and_a_payload_that_starts_another_col
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
+        pipeline.store_batch(settings, "run-1c", _fetched(shared_rows[200:250], batch=7))
+    assert "batch 7 of group 2 after batch 4: the data API served batches 5, 6 to requests" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
         pipeline.store_batch(settings, "run-2", _fetched(shared_rows[50:100], batch=1))
-    assert "batch 1 of group 2 after batch 4: the group was restarted" in caplog.text
+    assert "batch 1 of group 2 after batch 7: the group was restarted" in caplog.text
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
