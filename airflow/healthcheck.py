@@ -76,6 +76,8 @@ def _check_job_heartbeat(job_type: str) -> None:
         engine.dispose()
     if latest is None:
         raise RuntimeError(f"no running {job_type} row for host {_airflow_hostname()}")
+    if isinstance(latest, str):  # SQLite (airflow standalone, the tests) returns the column as text
+        latest = datetime.fromisoformat(latest)
     if latest.tzinfo is None:
         latest = latest.replace(tzinfo=UTC)
     age = (datetime.now(UTC) - latest).total_seconds()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 from urllib.error import HTTPError
 
 import pytest
@@ -52,3 +53,51 @@ def test_the_heartbeat_check_names_the_host_as_airflow_does(
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answer)
     airflow_name = getfqdn.__wrapped__()  # past its cache
     assert load_airflow_healthcheck()._airflow_hostname() == airflow_name == (canonical_name or "a1b2c3d4e5f6")
+
+
+def _job_row(job_type: str, hostname: str, heartbeat_age_s: float, state: str = "running") -> int:
+    """A row of Airflow's own ``job`` table, written with its ORM as a running job would."""
+    from airflow.jobs.job import Job  # noqa: PLC0415 - needs the migrated DB's configuration
+    from airflow.utils.session import create_session  # noqa: PLC0415
+
+    job = Job()
+    job.job_type, job.hostname, job.state = job_type, hostname, state
+    job.latest_heartbeat = datetime.now(UTC) - timedelta(seconds=heartbeat_age_s)
+    with create_session() as session:
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def _clear_jobs() -> None:
+    from airflow.jobs.job import Job  # noqa: PLC0415
+    from airflow.utils.session import create_session  # noqa: PLC0415
+
+    with create_session() as session:
+        session.query(Job).delete()
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_the_heartbeat_check_reads_airflows_job_table() -> None:
+    """The dag-processor's and triggerer's healthcheck: a fresh heartbeat of this host's running job."""
+    check = load_airflow_healthcheck()
+    host = check._airflow_hostname()
+    _clear_jobs()
+    try:
+        with pytest.raises(RuntimeError, match=f"no running TriggererJob row for host {host}"):
+            check._check_job_heartbeat("TriggererJob")
+        _job_row("TriggererJob", "another-container", 1)
+        _job_row("TriggererJob", host, 1, state="success")  # a job of this host that has ended
+        _job_row("DagProcessorJob", host, 1)
+        with pytest.raises(RuntimeError, match="no running TriggererJob row"):
+            check._check_job_heartbeat("TriggererJob")
+
+        _job_row("TriggererJob", host, check.MAX_HEARTBEAT_AGE_S * 2)
+        with pytest.raises(RuntimeError, match=r"TriggererJob heartbeat is \d+ s old"):
+            check._check_job_heartbeat("TriggererJob")
+        _job_row("TriggererJob", host, 1)
+        check._check_job_heartbeat("TriggererJob")
+        assert check.main(["healthcheck.py", "triggerer"]) == 0
+        assert check.main(["healthcheck.py", "dag-processor"]) == 0
+    finally:
+        _clear_jobs()

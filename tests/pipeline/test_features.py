@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covertype.features import OUTPUT_NAMES, DomainFeatures, domain_features
+from covertype.features import ENGINEERED_NAMES, OUTPUT_NAMES, DomainFeatures, domain_features
 from covertype.schema import FEATURE_COLUMNS, SOIL_CODES, WILDERNESS_AREAS
 
 
@@ -34,24 +34,46 @@ def _feature(matrix: np.ndarray, name: str) -> float:
 
 
 def test_engineered_values_on_one_row() -> None:
-    matrix = domain_features(_row())
+    """Every engineered column against a hand-computed value; the inputs make each value distinct from the
+    others, so swapped or sign-flipped columns cannot pass."""
+    row = _row(
+        Aspect=30, Horizontal_Distance_To_Fire_Points=650, Horizontal_Distance_To_Roadways=1100, Soil_Type="C4703"
+    )
+    matrix = domain_features(row)
     assert matrix.shape == (1, len(OUTPUT_NAMES))
-    assert _feature(matrix, "Elevation_Minus_Vertical_Hydrology") == 2960
-    assert _feature(matrix, "Elevation_Minus_Horizontal_Hydrology") == 2940
-    assert _feature(matrix, "Hydrology_Euclidean_Distance") == pytest.approx(np.hypot(300, 40))
-    assert _feature(matrix, "Hydrology_Minus_Fire") == -400
-    assert _feature(matrix, "Hydrology_Minus_Fire_Abs") == 400
-    assert _feature(matrix, "Fire_Plus_Road_Minus_Hydrology") == 1400
-    assert _feature(matrix, "Aspect_Sin") == pytest.approx(1.0)
-    assert _feature(matrix, "Aspect_Cos") == pytest.approx(0.0, abs=1e-12)
-    # C7745: climatic zone 7 (subalpine), geologic zone 7 (igneous and metamorphic); soil index 29 of 1..40.
-    assert _feature(matrix, "Soil_Climatic_Zone") == 7
-    assert _feature(matrix, "Soil_Geologic_Zone") == 7
-    assert _feature(matrix, "Soil_Index") == SOIL_CODES.index("C7745")
+    hydro, fire, road = 300, 650, 1100
+    expected = {
+        "Elevation_Minus_Vertical_Hydrology": 3000 - 40,
+        "Elevation_Minus_Horizontal_Hydrology": 3000 - 0.2 * hydro,
+        "Hydrology_Euclidean_Distance": np.hypot(hydro, 40),
+        "Hydrology_Plus_Fire": 950,
+        "Hydrology_Minus_Fire": -350,
+        "Hydrology_Minus_Fire_Abs": 350,
+        "Hydrology_Plus_Road": 1400,
+        "Hydrology_Minus_Road": -800,
+        "Hydrology_Minus_Road_Abs": 800,
+        "Fire_Plus_Road": 1750,
+        "Fire_Minus_Road": -450,
+        "Fire_Minus_Road_Abs": 450,
+        "Fire_Plus_Road_Minus_Hydrology": fire + road - hydro,
+        "Hydrology_Plus_Road_Minus_Fire": hydro + road - fire,
+        "Hydrology_Plus_Fire_Minus_Road": hydro + fire - road,
+        "Aspect_Sin": 0.5,
+        "Aspect_Cos": np.sqrt(3) / 2,
+        # C4703: climatic zone 4 (montane), geologic zone 7 (igneous and metamorphic); 10th of the 40 soils.
+        "Soil_Index": 9,
+        "Soil_Climatic_Zone": 4,
+        "Soil_Geologic_Zone": 7,
+    }
+    assert set(expected) == set(ENGINEERED_NAMES)
+    assert {name: _feature(matrix, name) for name in expected} == pytest.approx(expected)
+    assert [_feature(matrix, name) for name in ("Elevation", "Aspect", "Slope")] == [3000, 30, 10]
+    assert "Hillshade_9am" not in OUTPUT_NAMES
     assert _feature(matrix, "Wilderness_Commanche") == 1
     assert sum(_feature(matrix, f"Wilderness_{name}") for name in WILDERNESS_AREAS) == 1
     assert sum(_feature(matrix, f"Soil_{code}") for code in SOIL_CODES) == 1
-    assert _feature(matrix, "Soil_C7745") == 1
+    assert _feature(matrix, "Soil_C4703") == 1
+    assert SOIL_CODES.index("C4703") == 9
 
 
 def test_aspect_is_circular() -> None:

@@ -12,7 +12,7 @@ from airflow.sdk.api.datamodels._generated import DagRunType as SdkDagRunType
 from airflow.utils.types import DagRunType as CoreDagRunType
 from fastapi import FastAPI, Response
 
-from covertype import pipeline, store
+from covertype import pipeline, store, training
 from covertype.data_api_client import ServiceUnavailable
 from covertype.settings import Settings
 from data_api.app import create_app
@@ -106,6 +106,18 @@ def test_measurements_sent_again_with_another_label_are_counted_and_kept_out_of_
     assert "60 observations share their 12 features with an observation of another label" in caplog.text
     run = mlflow.MlflowClient(settings.mlflow_tracking_uri).get_run(trained["run_id"])
     assert run.data.metrics["rows_label_conflicts"] == 60
+
+    # Kept out of the evaluation set, though their hashes would put some of them there.
+    config = training.TrainingConfig.named(settings.training_profile)
+    engine = store.make_engine(settings.resolved_data_db_url)
+    observations = store.load_observations(engine)
+    engine.dispose()
+    twins = observations[training.label_conflicts(observations)]
+    assert len(twins) == 60
+    assert any(training.is_evaluation(row_hash, config.eval_fraction) for row_hash in twins["row_hash"])
+    evaluation = training.evaluation_rows(observations, config)
+    assert not set(evaluation["row_hash"]) & set(twins["row_hash"])
+    assert run.data.metrics["rows_eval"] == len(evaluation)
 
 
 def _store_settings(data_dir: Path) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -147,11 +148,20 @@ def test_fetch_records_batch_time_counts_and_payload_hash(engine, shared_rows) -
 
 
 def test_class_distribution_and_hash_depends_on_label(engine, shared_rows) -> None:
-    _append(engine, "run-1", shared_rows[:100])
+    _append(engine, "run-1", shared_rows[::50])  # every cover type (the file is in blocks of them)
+    _append(engine, "run-2", shared_rows[::100])  # seen again: times_seen counts it, observations do not
     distribution = store.class_distribution(engine)
-    assert distribution["observations"].sum() == 100
-    assert set(distribution["name"]) <= {"Spruce/Fir", "Lodgepole Pine", "Aspen", "Krummholz", "Ponderosa Pine",
-                                         "Cottonwood/Willow", "Douglas-fir"}  # fmt: skip
+    # UCI's names (covtype.info), written out here rather than read from the code under test.
+    uci_names = {1: "Spruce/Fir", 2: "Lodgepole Pine", 3: "Ponderosa Pine", 4: "Cottonwood/Willow", 5: "Aspen",
+                 6: "Douglas-fir", 7: "Krummholz"}  # fmt: skip
+    labels = Counter(int(row[-1]) for row in shared_rows[::50])
+    repeats = Counter(int(row[-1]) for row in shared_rows[::100])
+    assert distribution.to_dict("records") == [
+        {LABEL_COLUMN: label, "name": uci_names[label], "observations": labels[label],
+         "times_seen": labels[label] + repeats[label]}
+        for label in sorted(labels)
+    ]  # fmt: skip
+    assert len(labels) == 7, "the sample must hold every cover type to tell the names apart"
     record = store.load_observations(engine).iloc[0][[*FEATURE_COLUMNS, LABEL_COLUMN]].to_dict()
     relabelled = {**record, LABEL_COLUMN: record[LABEL_COLUMN] % 7 + 1}
     assert store.row_hash(record) != store.row_hash(relabelled)

@@ -138,8 +138,8 @@ def test_score_computes_macro_f1_recall_and_confusion() -> None:
 def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.DataFrame) -> None:
     frame = shared_observations.sample(3000, random_state=0)
     outcome = training.train(frame, FAST)
-    assert outcome.best.name in {c.name for c in FAST.candidates}
-    assert len(outcome.candidates) == len(FAST.candidates)
+    assert [result.candidate for result in outcome.candidates] == list(FAST.candidates)
+    assert outcome.best == max(outcome.candidates, key=lambda result: result.scores.macro_f1).candidate
     # The search scores out-of-fold predictions of every training row, never the evaluation rows.
     assert all(result.scores.rows == len(outcome.split.train) for result in outcome.candidates)
     assert outcome.evaluation.rows == len(outcome.split.evaluation) > 0
@@ -149,6 +149,20 @@ def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.Dat
     assert proba.shape == (3, 7)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert outcome.model.classes_.tolist() == list(COVER_TYPE_LABELS)
+
+
+def test_the_search_scores_each_row_by_a_model_that_did_not_train_on_it(shared_observations: pd.DataFrame) -> None:
+    """Fully grown trees recall every row they trained on: in-sample predictions would score 1.0."""
+    config = _one_small_candidate()
+    split = training.split_observations(shared_observations.sample(1500, random_state=1), config)
+    [candidate] = config.candidates
+    truth = training.labels_of(split.train)
+    in_sample = training.build_model(candidate, config).fit(training.features_of(split.train), truth)
+    assert (in_sample.predict(training.features_of(split.train)) == truth).mean() == 1.0
+
+    out_of_fold = training.out_of_fold_predictions(candidate, split, config)
+    assert len(out_of_fold) == len(truth)
+    assert 0.5 < (out_of_fold == truth).mean() < 0.95
 
 
 def _one_small_candidate(**overrides: int) -> training.TrainingConfig:

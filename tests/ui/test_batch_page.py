@@ -65,6 +65,10 @@ def test_upload_predicts_good_rows_and_lists_rejects_with_reasons(served_model, 
     assert predictions["predicted_cover_type"].tolist() == [int(label) for label in expected]
     assert predictions["predicted_name"].tolist() == [COVER_TYPE_NAMES[int(label)] for label in expected]
     assert predictions[LABEL_COLUMN].astype(int).tolist() == shared_frame.head(40)[LABEL_COLUMN].tolist()
+    share = (expected.astype(int) == shared_frame.head(40)[LABEL_COLUMN].to_numpy()).mean()
+    assert 0 < share < 1, "a sample the model gets partly wrong, so that the figure means something"
+    [agreement] = app.metric
+    assert (agreement.label, agreement.value) == ("Predictions equal to the file's Cover_Type", f"{share:.1%}")
     assert rejects["line"].tolist() == [42, 43]
     assert rejects["reason"].tolist() == ["unknown_category", "out_of_range"]
     assert "C9999" in rejects["detail"].iloc[0]

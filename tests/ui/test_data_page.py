@@ -68,6 +68,10 @@ def test_rows_per_batch_classes_and_rejects(data_db, ui_env, covertype_csv, tmp_
     assert per_batch["rows_rejected"].tolist() == [0, 2, 0]
     [classes] = [frame for frame in frames if "observations" in frame.columns and "name" in frame.columns]
     assert classes["observations"].sum() == 360
+    assert dict(zip(classes["Cover_Type"], classes["name"], strict=True)).items() <= {
+        1: "Spruce/Fir", 2: "Lodgepole Pine", 3: "Ponderosa Pine", 4: "Cottonwood/Willow", 5: "Aspen",
+        6: "Douglas-fir", 7: "Krummholz",
+    }.items()  # fmt: skip
     [repeats] = [frame for frame in frames if "times served" in frame.columns]
     assert repeats["distinct observations"].sum() == 360
     assert (repeats["times served"] * repeats["distinct observations"]).sum() == 360 + 10 + 10  # batches 2, 3 re-serve

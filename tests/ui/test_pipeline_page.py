@@ -104,9 +104,18 @@ def test_the_search_for_runs_that_trained_stops_and_says_where(ui_env, monkeypat
 
 
 def test_next_scheduled_run_is_shown_in_utc(airflow: AirflowStubState) -> None:
-    airflow.next_run_after = "2026-11-27T10:28:57.813993Z"
+    airflow.next_run_after = "2026-11-27T12:28:57.813993+02:00"  # an API on another time zone
     app = open_page("pipeline")
     assert "Next scheduled run after 2026-11-27 10:28:57 UTC" in texts(app.caption)
+
+
+def test_a_tie_is_shown_as_one(airflow: AirflowStubState) -> None:
+    """The rule promotes on a tie: the column must not read as if the challenger had scored higher."""
+    airflow.runs[1].task_results["register_and_promote"].update(reason="tie", champion_macro_f1=0.73)
+    app = open_page("pipeline")
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["batch"].tolist()[2] == 2
+    assert runs["promoted"].tolist()[2] == "yes: 0.730 = 0.730 (v1)"
 
 
 def test_results_stored_as_json_text_are_read_too(airflow: AirflowStubState) -> None:
