@@ -10,3 +10,14 @@ import os
 # on a small machine; the app also applies threadpoolctl limits at start-up.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
+
+# MLflow retries an HTTP call 7 times with back-off, each waiting up to 120 s: minutes before a registry that is
+# down or hangs is reported (and before a POST /model/reload sharing that check answers). The image sets the same
+# values (inference/Dockerfile); the environment can still choose others.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+for _variable, _value in MLFLOW_HTTP_DEFAULTS.items():
+    os.environ.setdefault(_variable, _value)

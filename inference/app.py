@@ -3,7 +3,7 @@
 Run with ``uvicorn --factory inference.app:create_app`` (one process: the
 model lives in memory once and the micro-batcher needs all requests in one
 event loop). Nothing here touches the registry at import or construction;
-the first check happens at start-up and never fails the start.
+the first check starts with the app, in the background: it never fails nor delays the start.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from threadpoolctl import threadpool_limits
@@ -26,8 +25,6 @@ from inference.model_holder import ModelHolder
 from inference.predictor import BatchingPredictor
 from inference.routes import build_router
 from inference.schemas import InvalidRequestError, describe_error
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
 Predicts the forest cover type (1..7) of observations in the raw format of the
@@ -42,7 +39,7 @@ data API, with the model version registered as `models:/{name}@{alias}` in MLflo
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the registry is first checked when the app starts (lifespan), not here."""
+    """Build the app; the registry is first checked once the app has started (by the watcher), not here."""
     settings = settings or get_settings()
     holder = ModelHolder(
         tracking_uri=settings.resolved_mlflow_tracking_uri,
@@ -64,9 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # before the first model loads: a frozen model could never be freed after a swap (a served
         # forest refers to itself through its fast predict_proba).
         gc.freeze()
-        # Only the message is kept: this frame lives as long as the app, and the result holds the model.
-        start_up_message = (await run_in_threadpool(holder.refresh)).status.message
-        logger.info("start-up check of %s: %s", settings.model_uri, start_up_message)
+        # The first check runs in the watcher, not here: until this yields, uvicorn opens no port, and a registry
+        # that is down or slow to answer would keep the service from starting. /predict answers 503 meanwhile.
         holder.start_watcher()
         await predictor.start()
         try:

@@ -72,7 +72,15 @@ class ServiceMetrics:
         self.model_loaded = Gauge("inference_model_loaded", "1 when a model is loaded, else 0", registry=self.registry)
         self.registry_reachable = Gauge(
             "inference_registry_reachable",
-            "1 when the last registry check got an answer, else 0",
+            "1 when the last registry check got an answer (whatever it said), else 0 (unreachable, or not checked yet)",
+            registry=self.registry,
+        )
+        # One series per state, so that an alert can name the state (alias_not_set, load_failed, ...): reachable
+        # alone is 1 for every answer, a missing alias or a version that does not load included.
+        self.registry_state = Gauge(
+            "inference_registry_state",
+            "1 for the outcome of the last registry check (/health's registry_state), 0 for the other states",
+            ["state"],
             registry=self.registry,
         )
         self.model_swaps = Counter(
@@ -94,6 +102,8 @@ class ServiceMetrics:
         self.model_loaded.set(1 if self._holder.current is not None else 0)
         state = self._holder.status.state
         self.registry_reachable.set(0 if state in {RegistryState.UNREACHABLE, RegistryState.PENDING} else 1)
+        for each in RegistryState:
+            self.registry_state.labels(each.value).set(1 if each is state else 0)
         return generate_latest(self.registry)
 
 

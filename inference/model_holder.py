@@ -3,23 +3,27 @@
 Requests read ``holder.current`` once and use that immutable snapshot until
 they answer, so a swap (a single reference assignment) never changes the model
 under a request in flight. All registry traffic and model loading happen in
-the caller's thread (start-up, the watcher thread or ``/model/reload``), never
-in a request.
+checks, one at a time, run by the watcher thread (which starts with one at
+once, so the service never waits for the registry to open its port) or by the
+caller of ``refresh``; never in a request. Calls that arrive while a check runs
+share the next one instead of queueing a check each.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 import skops.io  # noqa: F401 - imported at start-up (seconds on a busy machine), not inside the first model load
@@ -35,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 # Longest pause before the watcher downloads a version that failed to load again (seconds).
 MAX_FAILED_RETRY_S = 600.0
+# Downloads in a row that found no files of one version before the status says they may be gone for good.
+FILES_GONE_AFTER_ATTEMPTS = 3
+
+# ``scheme://user:password@``: the user info of any URL. MLflow's errors quote the tracking URI in full.
+_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
+# What a store answers when the files are not there: MLflow's error code (a local store; the tracking server's
+# 404 quotes it too), an HTTP 404, S3's NoSuchKey, the file system's "No such file".
+_NO_FILES = re.compile(r"RESOURCE_DOES_NOT_EXIST|\b404\b|NoSuchKey|No such (?:file|artifact)", re.IGNORECASE)
 
 
 class RegistryState(StrEnum):
@@ -44,6 +56,7 @@ class RegistryState(StrEnum):
     OK = "ok"
     NO_REGISTERED_MODEL = "no_registered_model"
     ALIAS_NOT_SET = "alias_not_set"
+    CONFIGURATION_ERROR = "configuration_error"
     UNREACHABLE = "registry_unreachable"
     ARTIFACTS_UNREACHABLE = "artifacts_unreachable"
     LOAD_FAILED = "load_failed"
@@ -55,13 +68,64 @@ class RegistryCallError(RuntimeError):
 
 class ArtifactDownloadError(RuntimeError):
     """A version's files could not be downloaded: an outage of the artifact store, tried again at the next
-    check, not a broken model that waits out the growing retry pause."""
+    check, not a broken model that waits out the growing retry pause.
+
+    ``no_files`` says the store answered that the files are not there: several of those in a row
+    mean the files may have been deleted, which waiting does not cure.
+    """
+
+    def __init__(self, message: str, *, no_files: bool) -> None:
+        super().__init__(message)
+        self.no_files = no_files
 
 
 def failed_retry_pause_s(poll_interval_s: float, failed_attempts: int) -> float:
     """The pause before a version that failed to load is downloaded again: the poll interval doubled per
     failure, at most ``MAX_FAILED_RETRY_S`` (the exponent is capped: ``2**1024`` is no float)."""
     return min(poll_interval_s * 2.0 ** min(failed_attempts, 64), MAX_FAILED_RETRY_S)
+
+
+class CredentialRedactor(logging.Filter):
+    """Removes credentials from status messages and, as a filter of this module's logger, from its log records.
+
+    MLflow's errors quote the tracking URI in full, ``user:password@`` included, and
+    those errors end up in /health, the 503s, /model/reload and the log. Both go
+    through ``redact``: the user info of every tracking URI a holder was given,
+    wherever it appears, and that of any URL in the text.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._user_infos: tuple[str, ...] = ()
+
+    def add_uri(self, uri: str) -> None:
+        """Redact the user info of ``uri`` (as written and percent-decoded) from now on."""
+        user_info = urlsplit(uri).netloc.rpartition("@")[0]
+        if user_info:
+            known = {*self._user_infos, user_info, unquote(user_info)}
+            # Longest first: a user info that contains another is removed whole.
+            self._user_infos = tuple(sorted(known, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        """``text`` without user info: in a URL it is dropped (as ``redact_uri`` does), anywhere else masked."""
+        for user_info in self._user_infos:
+            text = text.replace(f"{user_info}@", "").replace(user_info, "***")
+        return _URL_USER_INFO.sub(r"\g<scheme>", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message and traceback text before any handler formats them."""
+        record.msg, record.args = self.redact(record.getMessage()), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+_REDACTOR = CredentialRedactor()
+logger.addFilter(_REDACTOR)
 
 
 @dataclass(frozen=True)
@@ -118,8 +182,25 @@ def _directory_bytes(path: Path) -> int:
 
 
 def _is_missing(error: MlflowException) -> bool:
-    """MLflow reports a missing model as RESOURCE_DOES_NOT_EXIST and a missing alias as INVALID_PARAMETER_VALUE."""
-    return error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+    """Whether MLflow says the model or the alias does not exist.
+
+    A missing model is RESOURCE_DOES_NOT_EXIST, a missing alias INVALID_PARAMETER_VALUE
+    "... not found". That code also refuses a name or alias MLflow does not accept
+    (``prod/1``): a configuration error (``_is_refused``), not an alias nobody set yet.
+    """
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in error.message.lower()
+
+
+def _is_refused(error: MlflowException) -> bool:
+    """Whether the registry refused the configured name or alias itself (invalid, not missing)."""
+    return error.error_code == "INVALID_PARAMETER_VALUE" and not _is_missing(error)
+
+
+def _means_no_files(error: Exception) -> bool:
+    """Whether a failed download says the files are not there (rather than the store being out of reach)."""
+    return isinstance(error, FileNotFoundError) or bool(_NO_FILES.search(f"{getattr(error, 'error_code', '')} {error}"))
 
 
 class ModelHolder:
@@ -138,10 +219,17 @@ class ModelHolder:
         self.model_alias = model_alias
         self.poll_interval_s = poll_interval_s
         self._prepare_model = prepare_model
+        _REDACTOR.add_uri(tracking_uri)
         self._client_instance: MlflowClient | None = None
         self._current: LoadedModel | None = None
         self._status = RegistryStatus(RegistryState.PENDING, "the registry has not been checked yet")
+        # Held while a check runs: checks never overlap.
         self._refresh_lock = threading.Lock()
+        # The check asked for and not started yet, which every caller until it starts shares.
+        self._requests_lock = threading.Lock()
+        self._next_check: Future[RefreshResult] | None = None
+        self._next_check_forced = False
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._swap_listeners: list[Callable[[LoadedModel], None]] = []
@@ -150,8 +238,9 @@ class ModelHolder:
         self._failed_attempts = 0
         self._failed_message = ""
         self._retry_failed_after = datetime.min.replace(tzinfo=UTC)
-        # The (version, run) whose files could not be downloaded at the last check, if any.
-        self._unreachable_files: tuple[str, str | None] | None = None
+        # The (version, run) whose files the last downloads found missing, and how many did in a row.
+        self._missing_files: tuple[str, str | None] | None = None
+        self._missing_files_attempts = 0
 
     @property
     def current(self) -> LoadedModel | None:
@@ -168,6 +257,11 @@ class ModelHolder:
         """The tracking URI without credentials."""
         return redact_uri(self.tracking_uri)
 
+    @property
+    def watching(self) -> bool:
+        """Whether the watcher thread runs, and so runs the checks ``request_check`` asks for."""
+        return self._watcher is not None and self._watcher.is_alive()
+
     def on_swap(self, listener: Callable[[LoadedModel], None]) -> None:
         """Call ``listener`` with each newly served model (metrics use it)."""
         self._swap_listeners.append(listener)
@@ -179,8 +273,29 @@ class ModelHolder:
             return f"no model loaded yet: the first check of models:/{self.model_name}@{self.model_alias} is pending"
         return f"no model loaded: {status.message}"
 
+    def request_check(self, *, force: bool = False) -> Future[RefreshResult]:
+        """The result of the first check that starts after this call, run by the watcher thread.
+
+        Calls made while a check runs share the next check, so a burst of
+        ``POST /model/reload`` costs two checks, not one each (each one
+        downloading a broken version again), and nobody waits in a thread.
+        ``force`` (any caller's) lets that check try a failed version before its pause ends.
+        """
+        future = self._ask_for_check(force=force)
+        self._wake.set()
+        return future
+
+    def _ask_for_check(self, *, force: bool) -> Future[RefreshResult]:
+        """The check not started yet, created if there is none: everyone asking until it starts shares it."""
+        with self._requests_lock:
+            if self._next_check is None:
+                self._next_check = Future()
+            self._next_check_forced = self._next_check_forced or force
+            return self._next_check
+
     def refresh(self, *, force: bool = False) -> RefreshResult:
-        """Check the alias once and, if it names another version than the one served, load and swap to it.
+        """Check the alias once (sharing a check asked for by others) and, if it names another version than the
+        one served, load and swap to it; in this thread, or the watcher's if it starts the check first.
 
         Registry errors never propagate: they become the status (and are
         logged), and the model already loaded stays in service. A version that
@@ -188,9 +303,24 @@ class ModelHolder:
         doubled per failure, at most ``MAX_FAILED_RETRY_S``) rather than
         downloaded on every poll; ``force`` (``POST /model/reload``) tries now.
         """
+        future = self.request_check(force=force)
+        self._run_requested_check()
+        return future.result()
+
+    def _run_requested_check(self) -> None:
+        """Run the check asked for, if another thread has not started it already."""
         with self._refresh_lock:
-            swapped = self._refresh_locked(force=force)
-            return RefreshResult(swapped=swapped, status=self._status, current=self._current)
+            with self._requests_lock:
+                future, force = self._next_check, self._next_check_forced
+                self._next_check, self._next_check_forced = None, False
+            if future is None or not future.set_running_or_notify_cancel():
+                return
+            try:
+                swapped = self._refresh_locked(force=force)
+            except BaseException as error:  # a bug: every caller sharing the check sees it
+                future.set_exception(error)
+                raise
+            future.set_result(RefreshResult(swapped=swapped, status=self._status, current=self._current))
 
     @property
     def _client(self) -> MlflowClient:
@@ -220,6 +350,7 @@ class ModelHolder:
         if loaded is None:
             return False
         self._failed = None
+        self._missing_files = None
         self._current = loaded
         logger.info(
             "now serving %s version %s (run %s), loaded in %.2f s",
@@ -241,14 +372,7 @@ class ModelHolder:
         except RegistryCallError as error:
             self._set_unreachable(error.__cause__ or error, now)
         except ArtifactDownloadError as error:
-            message = (
-                f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), "
-                "or now with POST /model/reload"
-            )
-            if (self._status.state, self._unreachable_files) != (RegistryState.ARTIFACTS_UNREACHABLE, target):
-                logger.warning("%s", message)  # once per version, not at every poll
-            self._unreachable_files = target
-            self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, message), now)
+            self._set_status((RegistryState.ARTIFACTS_UNREACHABLE, self._download_failed_message(target, error)), now)
         except Exception as error:
             logger.exception("loading version %s of %s failed", version, self.model_name)
             self._failed_attempts = self._failed_attempts + 1 if target == self._failed else 1
@@ -264,16 +388,38 @@ class ModelHolder:
             self._set_status((RegistryState.LOAD_FAILED, message), now)
         return None
 
+    def _download_failed_message(self, target: tuple[str, str | None], error: ArtifactDownloadError) -> str:
+        """What /health says about files that could not be downloaded; once several downloads in a row found
+        none, that they may be gone for good and how to recover (the version is still tried at each check)."""
+        if not error.no_files:
+            self._missing_files = None
+        elif target == self._missing_files:
+            self._missing_files_attempts += 1
+        else:
+            self._missing_files, self._missing_files_attempts = target, 1
+        if self._missing_files is not None and self._missing_files_attempts >= FILES_GONE_AFTER_ATTEMPTS:
+            return (
+                f"{error}; {FILES_GONE_AFTER_ATTEMPTS} or more downloads in a row found no files: they may have been "
+                f"deleted for good. To recover, promote another version (move the alias '{self.model_alias}' of "
+                f"'{self.model_name}' to a version whose files exist); this one is still tried at every check"
+            )
+        return (
+            f"{error}; tried again at the next check (every {self.poll_interval_s:g} s), or now with POST /model/reload"
+        )
+
     def _resolve_alias(self, now: datetime) -> ModelVersion | None:
         """The version the alias names, or None with the status saying why there is none."""
         try:
             return self._client.get_model_version_by_alias(self.model_name, self.model_alias)
         except MlflowException as error:
             if not _is_missing(error):
-                self._set_unreachable(error, now)
+                self._set_refused_or_unreachable(error, now)
                 return None
             try:
                 missing = self._missing_state()
+            except MlflowException as inner:
+                self._set_refused_or_unreachable(inner, now)
+                return None
             except Exception as inner:
                 self._set_unreachable(inner, now)
                 return None
@@ -282,6 +428,17 @@ class ModelHolder:
         except Exception as error:  # the registry's transport errors are not MlflowExceptions
             self._set_unreachable(error, now)
             return None
+
+    def _set_refused_or_unreachable(self, error: MlflowException, now: datetime) -> None:
+        """A registry error other than "not found": the configured name or alias refused, or an outage."""
+        if not _is_refused(error):
+            self._set_unreachable(error, now)
+            return
+        message = (
+            f"the MLflow registry refuses MODEL_NAME={self.model_name!r} / MODEL_ALIAS={self.model_alias!r}: "
+            f"{error.message} (a configuration error: correct the setting and restart the service)"
+        )
+        self._set_status((RegistryState.CONFIGURATION_ERROR, message), now)
 
     def _serving_message(self, model: LoadedModel) -> tuple[RegistryState, str]:
         return RegistryState.OK, f"serving version {model.version} of models:/{self.model_name}@{self.model_alias}"
@@ -305,11 +462,15 @@ class ModelHolder:
         )
 
     def _set_status(self, state_message: tuple[RegistryState, str], now: datetime, answered: bool = True) -> None:
+        """The one place a status is set: credentials are removed here, and a status is logged only when it
+        changes, so a registry that stays down is not warned about at every poll."""
         state, message = state_message
         if self._current is not None and state is not RegistryState.OK:
             message = f"{message}; still serving version {self._current.version}"
-        if state is not self._status.state:
-            logger.info("registry status: %s: %s", state, message)
+        message = _REDACTOR.redact(message)
+        if (state, message) != (self._status.state, self._status.message):
+            level = logging.INFO if state is RegistryState.OK else logging.WARNING
+            logger.log(level, "registry status: %s: %s", state, message)
         self._status = RegistryStatus(
             state,
             message,
@@ -322,7 +483,6 @@ class ModelHolder:
         if isinstance(error, ImportError):
             # e.g. an sqlite:// URI in the image, which has mlflow-skinny (no SQL store): a configuration error.
             message += " (this installation cannot open that kind of store: point MLFLOW_TRACKING_URI at a server)"
-        logger.warning("%s", message)
         self._set_status((RegistryState.UNREACHABLE, message), now, answered=False)
 
     def _load(self, version: str, run_id: str | None) -> LoadedModel:
@@ -344,10 +504,11 @@ class ModelHolder:
                 )
             except Exception as error:  # MLflow's, the HTTP client's or the file system's: all mean "no files"
                 # Files deleted for good land here too, on a store that answers "no such file": retried at
-                # each check, with one warning (/health keeps saying it).
+                # each check, and /health says they may be gone once several downloads in a row found none.
                 raise ArtifactDownloadError(
                     f"the files of version {version} of registered model '{self.model_name}' could not be "
-                    f"downloaded: {type(error).__name__}: {error}"
+                    f"downloaded: {type(error).__name__}: {error}",
+                    no_files=_means_no_files(error),
                 ) from error
             artifact_bytes = _directory_bytes(local_path)
             # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra
@@ -422,7 +583,7 @@ class ModelHolder:
         logger.info("run %s of version %s read: its metrics and tags are reported", served.run_id, served.version)
 
     def start_watcher(self) -> None:
-        """Check the alias every ``poll_interval_s`` seconds in a daemon thread."""
+        """Check the alias at once, then every ``poll_interval_s`` seconds and whenever asked, in a daemon thread."""
         if self._watcher is not None:
             return
         self._stop.clear()
@@ -430,17 +591,28 @@ class ModelHolder:
         self._watcher.start()
 
     def stop_watcher(self, timeout_s: float = 10.0) -> None:
-        """Stop the watcher and wait for a check in progress to end."""
+        """Stop the watcher and wait for a check in progress to end; a check asked for and not started is
+        cancelled (the service is stopping: nobody should wait for it)."""
         self._stop.set()
+        self._wake.set()
         if self._watcher is not None:
             self._watcher.join(timeout_s)
             self._watcher = None
+        with self._requests_lock:
+            future, self._next_check, self._next_check_forced = self._next_check, None, False
+        if future is not None:
+            future.cancel()
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
+        """The first check at once (the app does not wait for it), then one per poll interval, and each check
+        asked for (``request_check``) as soon as the one running ends."""
+        while not self._stop.is_set():
+            self._wake.clear()
+            self._ask_for_check(force=False)  # or shares the one asked for meanwhile
             try:
-                self.refresh()
+                self._run_requested_check()
             except Exception:
-                # refresh() turns registry errors into the status; anything else is a bug to see in the
-                # log, but the watcher must survive it to keep the service up to date.
+                # Checks turn registry errors into the status; anything else is a bug to see in the log, but the
+                # watcher must survive it to keep the service up to date.
                 logger.exception("model watcher check failed")
+            self._wake.wait(self.poll_interval_s)

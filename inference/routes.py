@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: the body type of /predict is bui
 (it carries the configured limit) and FastAPI must see it as an object, not a string.
 """
 
+import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic_core import to_json
 
 from inference.deps import HolderDep, MetricsDep, PredictorDep
-from inference.model_holder import LoadedModel, ModelHolder
+from inference.model_holder import LoadedModel, ModelHolder, RefreshResult
 from inference.predictor import ModelUnavailableError, Prediction, PredictionError
 from inference.schemas import (
     PREDICT_EXAMPLES,
@@ -77,6 +78,19 @@ def unavailable(holder: ModelHolder, reason: str | None = None) -> JSONResponse:
         status_code=503,
         content={"detail": reason or holder.unavailable_reason(), "registry_state": str(holder.status.state)},
     )
+
+
+async def checked_now(holder: ModelHolder) -> RefreshResult:
+    """The result of a check of the alias that starts after this call, forced past a failed version's pause.
+
+    The watcher thread runs it and this only awaits it: a burst of reloads holds no worker
+    thread (those also parse large /predict bodies) and costs two checks, not one each.
+    Without a watcher (an app whose lifespan did not run) the check runs in a worker thread.
+    """
+    if holder.watching:
+        # Shielded: a client that hangs up would otherwise cancel the check the other reloads share.
+        return await asyncio.shield(asyncio.wrap_future(holder.request_check(force=True)))
+    return await run_in_threadpool(functools.partial(holder.refresh, force=True))
 
 
 def render_predictions(prediction: Prediction) -> bytes:
@@ -192,9 +206,10 @@ def build_router(max_instances: int) -> APIRouter:
     async def reload(holder: HolderDep) -> ReloadResponse:
         """Check the alias now (instead of waiting for the watcher) and swap if it names a new version.
 
-        A version that failed to load is tried again at once, without the watcher's pause.
+        A version that failed to load is tried again at once, without the watcher's pause. Reloads that
+        arrive while a check runs share the next check and answer its result.
         """
-        result = await run_in_threadpool(functools.partial(holder.refresh, force=True))
+        result = await checked_now(holder)
         return ReloadResponse(
             swapped=result.swapped,
             model_version=result.current.version if result.current else None,

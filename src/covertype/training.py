@@ -24,8 +24,9 @@ the same functions serve the DAG, the benchmark and the tests.
   (``covertype.features``): on 1-15 thousand rows of this dataset extremely
   randomised trees lead, random forests follow; gradient boosting was slower
   to train on two cores and no better at these sizes (docs/pipeline.md).
-- **Size budget.** A fully grown extra-trees forest on 12 thousand rows takes
-  ~1 MB per tree (a default 300-tree forest would be ~300 MB). The final
+- **Size budget.** A fully grown extra-trees forest on the 15,120 shared rows takes
+  ~0.8 MB per tree (``max_features`` 0.3) to ~1.1 MB (``sqrt``): a 300-tree forest
+  would be 240-330 MB. The final
   forest grows only as many trees as fit ``max_model_mb`` (measured on a few
   probe trees), which also bounds single-row latency and training time.
 """

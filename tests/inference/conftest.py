@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from sklearn.pipeline import Pipeline
 
 from inference.app import create_app
+from tests.inference.clients import checked_client
 from tests.inference.model_factory import load_shared_frame, register_pipeline, train_pipeline
 from tests.inference.stores import ServingStore, Store, make_store
 
@@ -64,5 +65,5 @@ def serving_store(
 @pytest.fixture
 def client(serving_store: ServingStore) -> Iterator[TestClient]:
     """The app serving ``serving_store``, started (lifespan run) and stopped around the test."""
-    with TestClient(create_app(serving_store.store.settings(predict_max_instances=50))) as test_client:
+    with checked_client(create_app(serving_store.store.settings(predict_max_instances=50))) as test_client:
         yield test_client

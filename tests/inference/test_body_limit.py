@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from inference.app import create_app
 from inference.body_limit import MIN_BODY_LIMIT_BYTES, BodyLimitMiddleware, body_limit_bytes
+from tests.inference.clients import checked_client, first_check_done
 from tests.inference.stores import ServingStore, record_of
 
 # The client fixture configures PREDICT_MAX_INSTANCES=50: the limit is the 1 MiB floor.
@@ -74,7 +75,7 @@ def test_a_body_at_the_record_limit_is_accepted_even_indented(
     body = json.dumps({"instances": instances}, indent=4).encode()
     assert len(body) > MIN_BODY_LIMIT_BYTES  # accepted because of the per-record allowance, not the floor
     settings = serving_store.store.settings(predict_max_instances=max_instances)
-    with TestClient(create_app(settings)) as client:
+    with checked_client(create_app(settings)) as client:
         response = client.post("/predict", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 200, response.text[:500]
         assert len(response.json()["predictions"]) == max_instances
@@ -133,6 +134,7 @@ def test_a_real_server_refuses_large_bodies_unread_and_keeps_answering(
         assert b"\r\nconnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            assert first_check_done(lambda: http.get("/health").json())
             assert http.post("/predict", json=record).status_code == 200
             assert http.post("/predict", json={"instances": [record] * 50}).status_code == 200
             assert 'path="/predict",status="413"} 2.0' in http.get("/metrics").text

@@ -13,7 +13,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier
@@ -32,6 +31,7 @@ from inference.app import create_app
 from inference.model_call import ModelCheckError, check_predicts
 from inference.model_holder import ModelHolder
 from inference.predictor import INLINE_MAX_RECORDS, BatchingPredictor, Prediction, PredictionError
+from tests.inference.clients import checked_client
 from tests.inference.model_factory import build_pipeline, register_pipeline
 from tests.inference.stores import Store, record_of
 
@@ -57,7 +57,7 @@ def test_a_version_that_cannot_predict_the_contract_is_never_served(
     bad = register_pipeline(store.tracking_uri, foreign, renamed, artifact_root=store.artifact_root, columns=columns)
     record = record_of(shared_frame, 0)
     failed_load = f"version {bad.version} of registered model 'covertype' could not be loaded: ModelCheckError: "
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         # At start-up: not ready, and the reason names the version and the model's own error.
         ready = client.get("/ready")
         assert ready.status_code == 503
@@ -108,7 +108,7 @@ def test_a_model_failing_on_a_request_answers_a_json_500_naming_the_version(
 
     with (
         caplog.at_level(logging.ERROR, logger="inference.predictor"),
-        TestClient(create_app(store.settings())) as client,
+        checked_client(create_app(store.settings())) as client,
     ):
         # The example record passes the load check, so this version serves...
         assert client.get("/ready").status_code == 200

@@ -6,10 +6,8 @@ import gc
 import logging
 import sqlite3
 import threading
-import time
 import weakref
 from collections import Counter
-from collections.abc import Callable
 
 import mlflow
 import pandas as pd
@@ -26,21 +24,13 @@ from covertype.settings import Settings
 from inference.app import create_app
 from inference.model_holder import failed_retry_pause_s
 from inference.serving import forests_in
+from tests.inference.clients import checked_client, wait_for
 from tests.inference.model_factory import register_pipeline
 from tests.inference.stores import ServingStore, Store, record_of
 
 
-def wait_for(condition: Callable[[], bool], attempts: int = 200, pause_s: float = 0.05) -> bool:
-    """Poll ``condition`` a bounded number of times (no assertion on time itself)."""
-    for _ in range(attempts):
-        if condition():
-            return True
-        time.sleep(pause_s)
-    return condition()
-
-
 def test_before_any_model_predict_is_503_naming_the_missing_model(store: Store, shared_frame: pd.DataFrame) -> None:
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         response = client.post("/predict", json=record_of(shared_frame, 0))
         assert response.status_code == 503
         body = response.json()
@@ -52,6 +42,7 @@ def test_before_any_model_predict_is_503_naming_the_missing_model(store: Store, 
         assert health.status_code == 200
         assert health.json()["model_loaded"] is False
         assert health.json()["registry_state"] == "no_registered_model"
+        assert "inference_model_loaded 0.0" in client.get("/metrics").text
 
 
 def test_a_model_without_the_alias_is_a_different_503_until_promoted(
@@ -60,7 +51,7 @@ def test_a_model_without_the_alias_is_a_different_503_until_promoted(
     version = register_pipeline(
         store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root, alias=None
     )
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         response = client.post("/predict", json=record_of(shared_frame, 0))
         assert response.status_code == 503
         assert response.json()["registry_state"] == "alias_not_set"
@@ -84,7 +75,7 @@ def test_an_unreachable_registry_at_start_is_a_503_saying_so(tmp_path, shared_fr
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     settings = Settings(mlflow_tracking_uri="http://127.0.0.1:9", data_dir=tmp_path)  # discard port: refused
-    with TestClient(create_app(settings)) as client:
+    with checked_client(create_app(settings)) as client:
         response = client.post("/predict", json=record_of(shared_frame, 0))
         assert response.status_code == 503
         assert response.json()["registry_state"] == "registry_unreachable"
@@ -135,7 +126,7 @@ def test_swap_under_a_stream_of_requests_fails_none_and_serves_both_versions(
     stop = threading.Event()
     lock = threading.Lock()
 
-    with TestClient(create_app(store.settings(model_poll_interval_s=3600))) as client:
+    with checked_client(create_app(store.settings(model_poll_interval_s=3600))) as client:
 
         def stream(offset: int) -> None:
             # A server error re-raised by TestClient would only end this thread (pytest merely warns):
@@ -182,19 +173,23 @@ def test_the_watcher_swaps_without_being_asked(
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings(model_poll_interval_s=0.2))) as client:
+    with checked_client(create_app(store.settings(model_poll_interval_s=0.2))) as client:
         assert client.get("/model").json()["version"] == first.version
         second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
         assert wait_for(lambda: client.get("/model").json()["version"] == second.version)
         assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == second.version
-        assert "inference_model_swaps_total 2.0" in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert "inference_model_swaps_total 2.0" in metrics
+        assert second.version != first.version
+        version_gauge = 'inference_model_version{alias="production",model_name="covertype"}'
+        assert f"{version_gauge} {float(second.version)}" in metrics
 
 
 def test_removing_the_alias_keeps_the_loaded_model_and_says_so(
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         MlflowClient(tracking_uri=store.tracking_uri).delete_registered_model_alias("covertype", "production")
         reload = client.post("/model/reload").json()
         assert reload["swapped"] is False
@@ -209,7 +204,7 @@ def test_the_service_uses_its_own_tracking_uri_not_mlflows_global_one(
     # Another (empty) store as MLflow's process-wide default must not matter to the service.
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
-    with TestClient(create_app(serving_store.store.settings())) as client:
+    with checked_client(create_app(serving_store.store.settings())) as client:
         response = client.post("/predict", json=record_of(shared_frame, 0))
         assert response.status_code == 200, response.text
         assert response.json()["model_version"] == serving_store.version.version
@@ -219,7 +214,7 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_says_why(
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         assert client.get("/model").json()["version"] == first.version
         before = set(store.artifact_root.rglob("model.skops"))
         broken = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
@@ -269,7 +264,7 @@ def test_a_replaced_model_is_freed(
 ) -> None:
     """A swap must not keep the old model in memory: the service runs for days and swaps every promotion."""
     register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         assert client.post("/predict", json=record_of(shared_frame, 0)).status_code == 200
         model = client.app.state.holder.current.model
         # The forests too: the service gives each a fast predict_proba that refers back to the forest.
@@ -287,7 +282,7 @@ def test_a_model_registered_again_under_the_same_version_number_is_loaded(
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         assert client.get("/model").json()["run_id"] == first.run_id
         # The registered model deleted and created again: its numbering starts over.
         MlflowClient(tracking_uri=store.tracking_uri).delete_registered_model("covertype")
@@ -312,7 +307,7 @@ def test_a_version_whose_run_was_garbage_collected_is_served_without_run_metrics
 
     with (
         caplog.at_level(logging.WARNING, logger="inference.model_holder"),
-        TestClient(create_app(store.settings())) as client,
+        checked_client(create_app(store.settings())) as client,
     ):
         info = client.get("/model")
         assert info.status_code == 200, info.text
@@ -340,7 +335,7 @@ def test_run_metrics_that_could_not_be_read_at_load_are_reported_once_the_run_is
         connection.execute("ALTER TABLE runs RENAME TO runs_unreachable")
     with (
         caplog.at_level(logging.INFO, logger="inference.model_holder"),
-        TestClient(create_app(store.settings())) as client,
+        checked_client(create_app(store.settings())) as client,
     ):
         info = client.get("/model").json()
         assert (info["version"], info["metrics"], info["tags"]) == (version.version, {}, {})
@@ -364,7 +359,7 @@ def test_run_metrics_that_could_not_be_read_at_load_are_reported_once_the_run_is
 
 
 def test_health_says_when_the_registry_last_answered_even_without_a_model(store: Store) -> None:
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         health = client.get("/health").json()
         assert health["registry_state"] == "no_registered_model"
         assert health["registry_last_success_at"] == health["registry_checked_at"] is not None
@@ -374,7 +369,7 @@ def test_files_that_cannot_be_downloaded_are_an_outage_retried_at_the_next_check
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         before = set(store.artifact_root.rglob("model.skops"))
         second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
         (model_file,) = set(store.artifact_root.rglob("model.skops")) - before
@@ -413,7 +408,7 @@ def test_a_registry_outage_while_resolving_the_files_is_the_registry_unreachable
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
         download_uri = MlflowClient.get_model_version_download_uri
 

@@ -15,16 +15,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
 from covertype.loopback import stop_process_group
 from covertype.settings import Settings
 from inference.app import create_app
+from tests.inference.clients import checked_client
 from tests.inference.model_factory import register_pipeline
-from tests.inference.stores import record_of
+from tests.inference.stores import Store, record_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -97,7 +98,7 @@ def test_registry_down_keeps_serving_and_health_reports_it(
     version = register_pipeline(url, model_a, shared_frame, artifact_root=None)
     record = record_of(shared_frame, 0)
 
-    with TestClient(create_app(Settings(mlflow_tracking_uri=url, data_dir=tmp_path))) as client:
+    with checked_client(create_app(Settings(mlflow_tracking_uri=url, data_dir=tmp_path))) as client:
         before = client.post("/predict", json=record)
         assert before.status_code == 200
         assert before.json()["model_version"] == version.version
@@ -123,3 +124,23 @@ def test_registry_down_keeps_serving_and_health_reports_it(
         assert f"still serving version {version.version}" in report["registry_message"]
         assert client.get("/ready").status_code == 200
         assert "inference_registry_reachable 0.0" in client.get("/metrics").text
+
+
+def test_a_model_whose_files_the_server_serves_is_downloaded_from_the_services_own_tracking_uri(
+    mlflow_server: tuple[str, subprocess.Popen[bytes]],
+    store: Store,
+    shared_frame: pd.DataFrame,
+    model_a: Pipeline,
+    tmp_path: Path,
+) -> None:
+    """``mlflow-artifacts:/`` addresses resolve against a tracking URI: MLflow's process-wide one (another,
+    local store here) would send the download elsewhere, and the version could never load."""
+    url, _ = mlflow_server
+    version = register_pipeline(url, model_a, shared_frame, artifact_root=None)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+
+    with checked_client(create_app(Settings(mlflow_tracking_uri=url, data_dir=tmp_path))) as client:
+        health = client.get("/health").json()
+        assert (health["registry_state"], health["model_version"]) == ("ok", version.version), health
+        assert client.post("/predict", json=record_of(shared_frame, 0)).json()["model_version"] == version.version

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from covertype.training import SKOPS_TRUSTED_TYPES
 from inference.app import create_app
+from tests.inference.clients import checked_client
 from tests.inference.model_factory import register_pipeline
 from tests.inference.stores import Store, record_of
 
@@ -51,7 +52,7 @@ def test_pickled_versions_are_refused_and_never_unpickled(
     record = record_of(shared_frame, 0)
 
     first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         assert client.get("/model").json()["version"] == first.version
 
         # A genuine model, saved with cloudpickle: refused all the same.
@@ -100,7 +101,7 @@ def test_a_version_trusting_types_outside_the_projects_list_is_refused(
         artifact_root=store.artifact_root,
         skops_trusted_types=[*SKOPS_TRUSTED_TYPES, "builtins.eval"],
     )
-    with TestClient(create_app(store.settings())) as client:
+    with checked_client(create_app(store.settings())) as client:
         # At start-up: no model, and the reason says which type.
         ready = client.get("/ready")
         assert ready.status_code == 503

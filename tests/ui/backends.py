@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -32,6 +33,7 @@ from data_api.app import create_app as create_data_api
 from data_api.settings import DataApiSettings
 from inference.app import create_app
 from inference.schemas import ErrorItem, InvalidRequestError
+from tests.inference.clients import first_check_done
 from tests.ui.servers import serve
 
 EXPERIMENT = "covertype"
@@ -198,6 +200,9 @@ def inference_server(tracking_uri: str, predict_bodies: list[Any] | None = None,
     """
     app = create_app(Settings(mlflow_tracking_uri=tracking_uri, model_name=MODEL_NAME, model_alias=ALIAS, **settings))
     with serve(app if predict_bodies is None else recording_predict_bodies(app, predict_bodies)) as url:
+        # The service checks the registry in the background once started: pages are tested on what it found.
+        health = f"{url}/health"
+        assert first_check_done(lambda: httpx.get(health, timeout=10, trust_env=False).json()), f"{health}: no check"
         yield url
 
 
