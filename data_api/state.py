@@ -100,23 +100,29 @@ class StateStore:
         1. Without that, SQLite would create an empty file and every request would fail on the
         missing table until a restart.
         """
-        with self._lock:
-            missing = not self.path.exists()
-            with closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)) as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if missing:
-                        conn.execute(SCHEMA)
-                    yield conn
-                except BaseException:
-                    # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
-                    # would raise in place of the error that says what happened.
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+        with (
+            self._lock,
+            closing(sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)) as conn,
+        ):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Decided under the write lock: another process may have created the file a moment ago and not
+                # its table yet.
+                missing = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'group_state'").fetchone() is None
+                if missing:
+                    conn.execute(SCHEMA)
+                yield conn
+            except BaseException:
+                # SQLite has already rolled back after some errors (a full disk): a ROLLBACK then
+                # would raise in place of the error that says what happened.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
             if missing and self._opened:
-                log.warning("state store %s was missing: created again, every group starts over at batch 1", self.path)
+                log.warning(
+                    "state store %s was missing or empty: created again, every group starts over at batch 1", self.path
+                )
 
     def claim(self, group_number: int, now: float, min_update_time: float) -> Claim:
         """Decide the batch for a request at ``now``; raise ``CollectionCompleteError`` after the last."""

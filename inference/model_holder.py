@@ -109,12 +109,18 @@ class CredentialRedactor(logging.Filter):
     def redact(self, text: str) -> str:
         """``text`` without user info: in a URL it is dropped (as ``redact_uri`` does), anywhere else masked."""
         for user_info in self._user_infos:
-            text = text.replace(f"{user_info}@", "").replace(user_info, "***")
+            text = text.replace(f"{user_info}@", "")
+            if ":" in user_info:  # a password; a user name alone (``http://mlflow@mlflow:5000``) is left as it is
+                text = text.replace(user_info, "***")
         return _URL_USER_INFO.sub(r"\g<scheme>", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message and traceback text before any handler formats them."""
-        record.msg, record.args = self.redact(record.getMessage()), ()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: logging reports it, this filter must not raise
+            return True
+        record.msg, record.args = self.redact(message), ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -485,6 +491,18 @@ class ModelHolder:
             message += " (this installation cannot open that kind of store: point MLFLOW_TRACKING_URI at a server)"
         self._set_status((RegistryState.UNREACHABLE, message), now, answered=False)
 
+    def _lists_no_files(self, artifact_uri: str) -> bool:
+        """Whether the store lists nothing where a version's files should be.
+
+        Through the tracking server's artifact proxy (the compose stack: MLflow in front of MinIO) a
+        deleted file comes back as a 500 after retries, not as a 404, so the failed download alone
+        cannot tell "gone" from "out of reach"; an empty listing can. A listing that fails says nothing.
+        """
+        try:
+            return not mlflow.artifacts.list_artifacts(artifact_uri=artifact_uri, tracking_uri=self.tracking_uri)
+        except Exception:  # the store out of reach: not evidence that the files are gone
+            return False
+
     def _load(self, version: str, run_id: str | None) -> LoadedModel:
         started = time.perf_counter()
         # Load the version number, not the alias: the alias may move between
@@ -508,7 +526,7 @@ class ModelHolder:
                 raise ArtifactDownloadError(
                     f"the files of version {version} of registered model '{self.model_name}' could not be "
                     f"downloaded: {type(error).__name__}: {error}",
-                    no_files=_means_no_files(error),
+                    no_files=_means_no_files(error) or self._lists_no_files(artifact_uri),
                 ) from error
             artifact_bytes = _directory_bytes(local_path)
             # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra
@@ -591,8 +609,8 @@ class ModelHolder:
         self._watcher.start()
 
     def stop_watcher(self, timeout_s: float = 10.0) -> None:
-        """Stop the watcher and wait for a check in progress to end; a check asked for and not started is
-        cancelled (the service is stopping: nobody should wait for it)."""
+        """Stop the watcher and wait for a check in progress to end; a check asked for and not started is not
+        run (the service is stopping): its callers get the status as it stands."""
         self._stop.set()
         self._wake.set()
         if self._watcher is not None:
@@ -600,8 +618,9 @@ class ModelHolder:
             self._watcher = None
         with self._requests_lock:
             future, self._next_check, self._next_check_forced = self._next_check, None, False
-        if future is not None:
-            future.cancel()
+        if future is not None and future.set_running_or_notify_cancel():
+            # Answered with the state as it is: a cancelled future would raise in whoever waits for it.
+            future.set_result(RefreshResult(swapped=False, status=self._status, current=self._current))
 
     def _watch(self) -> None:
         """The first check at once (the app does not wait for it), then one per poll interval, and each check

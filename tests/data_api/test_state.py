@@ -26,7 +26,7 @@ def test_a_state_file_removed_while_serving_starts_every_group_over_with_a_warni
     state_file.rename(tmp_path / "state.sqlite3.old")
     with caplog.at_level(logging.WARNING, logger="data_api"):
         assert store.claim(1, 2.0, 0).batch_number == 1
-    assert "was missing: created again, every group starts over at batch 1" in caplog.text
+    assert "was missing or empty: created again, every group starts over at batch 1" in caplog.text
     assert [group.batch_number for group in store.snapshot()] == [1]
 
 
@@ -65,3 +65,12 @@ def test_a_full_disk_is_reported_as_such_not_as_a_failed_rollback(
 def _claim_groups(store: StateStore, group_numbers: range) -> None:
     for group_number in group_numbers:
         store.claim(group_number, 0.0, 0)
+
+
+def test_a_state_file_created_empty_by_another_process_gets_its_table(tmp_path: Path) -> None:
+    """Two replicas share the file: one may have created it, and not its table yet, when the other asks."""
+    state_file = tmp_path / "state.sqlite3"
+    store = StateStore(state_file, n_batches=10)
+    state_file.unlink()
+    state_file.touch()  # what sqlite3.connect leaves behind before the first statement
+    assert store.claim(1, 0.0, 0).batch_number == 1

@@ -210,3 +210,59 @@ def test_files_missing_at_several_checks_in_a_row_are_said_to_be_perhaps_deleted
         shutil.copytree(kept, files)  # restored from a backup: the next check serves the version
         assert client.post("/model/reload").json()["swapped"] is True
         assert client.get("/model").json()["version"] == second.version
+
+
+def test_files_a_proxying_server_answers_500_for_are_taken_as_gone_only_when_the_store_lists_none(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose stack's MLflow serves MinIO's files: a deleted file is a 500 there, the same as an outage.
+    Only an empty listing of the version's files tells them apart."""
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with checked_client(create_app(store.settings())) as client:
+        before = set(store.artifact_root.rglob("model.skops"))
+        register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        (model_file,) = set(store.artifact_root.rglob("model.skops")) - before
+
+        def proxy_500(**_: object) -> str:
+            raise MlflowException("API request to .../artifacts failed with exception: too many 500 error responses")
+
+        monkeypatch.setattr(mlflow.artifacts, "download_artifacts", proxy_500)
+        outage = [client.post("/model/reload").json()["registry_message"] for _ in range(4)]
+        assert all("too many 500 error responses" in message for message in outage)
+        assert not any("deleted" in message for message in outage), "the files are there: an outage"
+
+        shutil.rmtree(model_file.parent)
+        gone = [client.post("/model/reload").json()["registry_message"] for _ in range(3)]
+        assert "deleted" not in gone[0]
+        assert "may have been deleted for good" in gone[-1]
+        assert gone[-1].endswith(f"still serving version {first.version}")
+
+
+def test_a_user_name_without_a_password_is_left_in_messages_that_name_it_otherwise() -> None:
+    """Only a password is masked wherever it appears; a user name alone is dropped from URLs only."""
+    from inference.model_holder import CredentialRedactor  # noqa: PLC0415
+
+    redactor = CredentialRedactor()
+    redactor.add_uri("http://mlflow@mlflow:5000")
+    redactor.add_uri("http://alice:s3cret@registry:5000")
+    assert (
+        redactor.redact("GET http://mlflow@mlflow:5000/api/2.0/mlflow/x") == "GET http://mlflow:5000/api/2.0/mlflow/x"
+    )
+    assert redactor.redact("login alice:s3cret refused") == "login *** refused"
+
+
+def test_a_malformed_log_call_passes_the_redacting_filter_for_logging_to_report() -> None:
+    """Raised in the filter, it would escape logging's own error handling and fail the registry check."""
+    from inference.model_holder import CredentialRedactor  # noqa: PLC0415
+
+    record = logging.LogRecord(HOLDER_LOGGER, logging.WARNING, __file__, 1, "%s and %s", ("one argument",), None)
+    assert CredentialRedactor().filter(record) is True
+
+
+def test_a_check_asked_for_when_the_service_stops_answers_with_the_status_as_it_stands(store: Store) -> None:
+    """Cancelled, it would raise in whoever waits for it (a reload during shutdown)."""
+    holder = create_app(store.settings()).state.holder
+    asked = holder.request_check(force=True)
+    holder.stop_watcher()
+    result = asked.result(timeout=5)
+    assert (result.swapped, result.status.state, result.current) == (False, "pending", None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,14 +139,18 @@ def test_score_computes_macro_f1_recall_and_confusion() -> None:
 
 def test_training_picks_a_candidate_and_beats_chance(shared_observations: pd.DataFrame) -> None:
     frame = shared_observations.sample(3000, random_state=0)
-    outcome = training.train(frame, FAST)
-    assert [result.candidate for result in outcome.candidates] == list(FAST.candidates)
-    assert outcome.best == max(outcome.candidates, key=lambda result: result.scores.macro_f1).candidate
+    # The weaker candidate on this sample (the random forest) first: taking the first would not pass for the best.
+    config = replace(FAST, candidates=tuple(reversed(FAST.candidates)))
+    outcome = training.train(frame, config)
+    assert [result.candidate for result in outcome.candidates] == list(config.candidates)
+    best = max(outcome.candidates, key=lambda result: result.scores.macro_f1)
+    assert best is not outcome.candidates[0], "the sample must make the first candidate the weaker one"
+    assert outcome.best == best.candidate
     # The search scores out-of-fold predictions of every training row, never the evaluation rows.
     assert all(result.scores.rows == len(outcome.split.train) for result in outcome.candidates)
     assert outcome.evaluation.rows == len(outcome.split.evaluation) > 0
     assert outcome.evaluation.macro_f1 > 0.6  # chance is ~0.14 on seven balanced classes
-    assert 0 < outcome.model_mb <= FAST.max_model_mb
+    assert 0 < outcome.model_mb <= config.max_model_mb
     proba = outcome.model.predict_proba(training.features_of(frame.head(3)))
     assert proba.shape == (3, 7)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
