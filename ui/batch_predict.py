@@ -150,9 +150,13 @@ def read_raw_csv(content: bytes) -> RawCsv:
         with warnings.catch_warnings():
             # pandas only warns when a row has more fields than the header, and drops the extra ones.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return _read_csv(content)
+            raw = _read_csv(content)
     except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise CsvFormatError(f"not a readable CSV: {error}") from error
+    if raw.frame.empty:
+        # A header alone (or with blank lines) would otherwise be "predicted": 0 rows, shown as a success.
+        raise CsvFormatError("no data rows below the header")
+    return raw
 
 
 def _read_csv(content: bytes) -> RawCsv:

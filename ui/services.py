@@ -20,7 +20,7 @@ from ui.clients.airflow import AirflowClient, DagStatus, RecentRuns
 from ui.clients.data_api import DataApiStatusClient
 from ui.clients.data_db import DataDbClient, DataOverview
 from ui.clients.errors import NotReadyYet, ServiceError
-from ui.clients.inference import InferenceClient, ModelInfo
+from ui.clients.inference import Health, InferenceClient, ModelInfo
 from ui.clients.tracking import ExperimentOverview, TrackingClient
 
 SHORT_TTL_S = 10
@@ -81,6 +81,11 @@ def model_info(base_url: str) -> ModelInfo:
     return inference_client(base_url).model_info()
 
 
+@st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
+def inference_health(base_url: str) -> Health:
+    return inference_client(base_url).health()
+
+
 @st.cache_data(ttl=PIPELINE_TTL_S, show_spinner=False)
 def dag_runs(
     base_url: str, username: str, password: str | None, limit: int, hide_collection_complete: bool
@@ -110,14 +115,18 @@ def data_api_status(base_url: str) -> Any:
     return data_api_client(base_url).status()
 
 
-def show_error(error: ServiceError) -> None:
+def show_error(error: ServiceError, *, warning: bool = False) -> None:
     """The one way a page reports a failed call: the service, the problem and what to check.
 
     ``NotReadyYet`` (no model yet, DAG not parsed yet) is a warning: it is the
-    normal state right after start-up and passes by itself.
+    normal state right after start-up and passes by itself. So is a problem the
+    page reports beside a working answer (``warning``), e.g. a promoted version
+    that failed to load while the service still answers with the one before.
     """
     message = f"**{error.service}**: {error.problem}.\n\nCheck {error.hint}."
     if isinstance(error, NotReadyYet):
         st.warning(message, icon=":material/hourglass_empty:")
+    elif warning:
+        st.warning(message, icon=":material/warning:")
     else:
         st.error(message, icon=":material/error:")

@@ -19,6 +19,7 @@ import streamlit as st  # noqa: E402
 
 from ui import services  # noqa: E402
 from ui.clients.errors import ServiceError  # noqa: E402
+from ui.clients.redaction import public_url  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 
@@ -40,13 +41,13 @@ except ServiceError as error:  # checked once here, so no page starts with setti
     services.show_error(error)
     st.stop()
 
-with st.sidebar:
+with st.sidebar:  # without user info: MLFLOW_TRACKING_URI may carry a password (so may the others)
     st.caption(
         "Services (from the environment):\n\n"
-        f"- inference: `{services.url(config.inference_url)}`\n"
-        f"- Airflow: `{services.url(config.airflow_api_url)}`\n"
-        f"- MLflow: `{config.resolved_mlflow_tracking_uri}`\n"
-        f"- data API: `{services.url(config.data_api_url)}`"
+        f"- inference: `{public_url(services.url(config.inference_url))}`\n"
+        f"- Airflow: `{public_url(services.url(config.airflow_api_url))}`\n"
+        f"- MLflow: `{public_url(config.resolved_mlflow_tracking_uri)}`\n"
+        f"- data API: `{public_url(services.url(config.data_api_url))}`"
     )
 
 navigation.run()

@@ -6,11 +6,13 @@ endpoints the UI calls, with the same paths, methods, status codes and JSON
 shapes as Airflow 3.3 (checked against ``airflow.api_fastapi``): JWT login at
 ``POST /auth/token`` (201), ``GET``/``PATCH /api/v2/dags/{id}``,
 ``GET``/``POST /api/v2/dags/{id}/dagRuns`` (``logical_date`` required in the
-body, else 422), task instances (of one run, or of every run with ``~`` and the
-``task_id`` / ``state`` / ``run_after_gte`` / ``run_after_lte`` filters), XCom ``return_value``
+body, else 422), task instances (of one run, or of every run with ``~``; the
+``task_id`` / ``state`` / ``run_after_gte`` / ``run_after_lte`` filters, ``order_by`` ``run_after`` or
+``-run_after``, ``limit`` and ``offset``), XCom ``return_value``
 entries and ``GET /api/v2/importErrors``. Until ``dag_known`` is set, the DAG's routes answer 404 as
 Airflow does before its dag-processor has parsed the DAG file.
 Like Airflow, a list answers at most ``MAXIMUM_PAGE_LIMIT`` items whatever ``limit`` asks.
+Every request is recorded (``requests``), so a test can count the calls a page costs.
 The real API is exercised by ``tests/pipeline/test_dag.py`` and the compose end-to-end test.
 """
 
@@ -19,11 +21,12 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, HTTPException, Query
+from fastapi import Body, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 DAG_ID = "covertype_pipeline"
@@ -55,6 +58,7 @@ class AirflowStubState:
     dag_known: bool = True
     import_errors: list[dict[str, Any]] = field(default_factory=list)  # items of GET /api/v2/importErrors
     list_runs_calls: int = 0  # how many pages of runs the UI asked for
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request, in order
     tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -182,6 +186,12 @@ def create_stub(state: AirflowStubState) -> FastAPI:
     """The stub app serving ``state``."""
     app = FastAPI(title="Airflow REST API v2 stub")
 
+    @app.middleware("http")
+    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        with state.lock:
+            state.requests.append((request.method, request.url.path))
+        return await call_next(request)
+
     @app.post("/auth/token", status_code=201)
     def token(body: Annotated[dict[str, Any], Body()]) -> dict[str, str]:
         if body.get("username") != state.username or body.get("password") != state.password:
@@ -251,13 +261,19 @@ def create_stub(state: AirflowStubState) -> FastAPI:
         task_state: Annotated[list[str] | None, Query(alias="state")] = None,
         run_after_gte: Annotated[datetime | None, Query()] = None,
         run_after_lte: Annotated[datetime | None, Query()] = None,
+        order_by: Annotated[str, Query()] = "map_index",
         limit: Annotated[int, Query()] = 50,
+        offset: Annotated[int, Query()] = 0,
         authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
-        """One run's task instances, or with ``~`` every run's, filtered like Airflow's (newest run first)."""
+        """One run's task instances, or with ``~`` every run's, filtered like Airflow's.
+
+        Ordered by their run's ``run_after`` (newest first with ``-run_after``), then in task order: a stable
+        order, as Airflow's (it adds the primary key to any ``order_by``), so pages neither overlap nor skip.
+        """
         require_token(state, authorization)
         runs = (
-            sorted(state.runs, key=lambda run: run.run_after, reverse=True)
+            sorted(state.runs, key=lambda run: run.run_after, reverse=order_by == "-run_after")
             if run_id == "~"
             else [find_run(state, run_id)]
         )
@@ -269,7 +285,7 @@ def create_stub(state: AirflowStubState) -> FastAPI:
             for task, task_state_of_run in run.task_states.items()
             if (task_id is None or task == task_id) and (not task_state or task_state_of_run in task_state)
         ]
-        return {"task_instances": items[: min(limit, MAXIMUM_PAGE_LIMIT)], "total_entries": len(items)}
+        return {"task_instances": items[offset : offset + min(limit, MAXIMUM_PAGE_LIMIT)], "total_entries": len(items)}
 
     @app.get("/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
     def xcom(

@@ -30,3 +30,8 @@ def all_text(app: AppTest) -> str:
     for kind in ("title", "header", "subheader", "markdown", "caption", "error", "warning", "info", "success"):
         parts.extend(texts(getattr(app, kind)))
     return "\n".join(parts)
+
+
+def every_element_text(app: AppTest) -> str:
+    """Every element of the page and of the sidebar as sent to the browser (links, tables and widgets too)."""
+    return "\n".join(str(node.proto) for block in (app.sidebar, app.main) for node in block)

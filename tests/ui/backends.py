@@ -34,7 +34,7 @@ from data_api.settings import DataApiSettings
 from inference.app import create_app
 from inference.schemas import ErrorItem, InvalidRequestError
 from tests.inference.clients import first_check_done
-from tests.ui.servers import serve
+from tests.ui.servers import closed_url, serve, silent_port
 
 EXPERIMENT = "covertype"
 MODEL_NAME = "covertype"
@@ -192,18 +192,72 @@ def expected_cover_type(pipeline: Pipeline, record: dict[str, int | str]) -> int
 
 
 @contextmanager
-def inference_server(tracking_uri: str, predict_bodies: list[Any] | None = None, **settings: object) -> Iterator[str]:
-    """The inference service's real app, reading ``tracking_uri``, on a loopback port.
+def inference_server(
+    tracking_uri: str, predict_bodies: list[Any] | None = None, *, checked: bool = True, **settings: object
+) -> Iterator[str]:
+    """The inference service's real app, reading ``tracking_uri``, on a loopback port (``settings`` override
+    the model name and alias too).
 
     With ``predict_bodies``, the JSON body of every ``POST /predict`` it receives is appended there:
-    what the UI actually sent, which a page's own display of the request cannot prove.
+    what the UI actually sent, which a page's own display of the request cannot prove. With
+    ``checked`` (the default) the URL is given once the service's first registry check has ended.
     """
-    app = create_app(Settings(mlflow_tracking_uri=tracking_uri, model_name=MODEL_NAME, model_alias=ALIAS, **settings))
+    values: dict[str, Any] = {"model_name": MODEL_NAME, "model_alias": ALIAS, **settings}
+    app = create_app(Settings(mlflow_tracking_uri=tracking_uri, **values))
     with serve(app if predict_bodies is None else recording_predict_bodies(app, predict_bodies)) as url:
-        # The service checks the registry in the background once started: pages are tested on what it found.
-        health = f"{url}/health"
-        assert first_check_done(lambda: httpx.get(health, timeout=10, trust_env=False).json()), f"{health}: no check"
+        if checked:
+            # The service checks the registry in the background once started: pages are tested on what it found.
+            health = f"{url}/health"
+            assert first_check_done(lambda: httpx.get(health, timeout=10, trust_env=False).json()), health
         yield url
+
+
+def write_unreadable_model(tracking_uri: str, version: str) -> None:
+    """Put an ``MLmodel`` that is not YAML where ``version``'s files should be: it downloads, and fails to load."""
+    source = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version(MODEL_NAME, version)
+    folder = Path(source.source.removeprefix("file://"))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "MLmodel").write_text("flavors: [\n")
+
+
+@contextmanager
+def inference_without_model(registry_state: str, folder: Path) -> Iterator[str]:
+    """The real inference app with no model loaded, its first registry check having ended in ``registry_state``
+    (one of inference/model_holder.py's ``RegistryState`` values other than ``ok``); for ``pending`` it has not
+    ended: the registry is a port that never answers, released before the service stops.
+
+    Set ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`` first: MLflow's default retries an unreachable registry for minutes.
+    """
+    if registry_state == "pending":
+        with silent_port() as registry, inference_server(registry.url, checked=False) as url:
+            try:
+                yield url
+            finally:
+                registry.release()  # the hung check fails at once, and the service stops without waiting for it
+        return
+    tracking_uri, settings = _registry_in_state(registry_state, folder)
+    with inference_server(tracking_uri, **settings) as url:
+        assert httpx.get(f"{url}/health", timeout=10).json()["registry_state"] == registry_state
+        yield url
+
+
+def _registry_in_state(registry_state: str, folder: Path) -> tuple[str, dict[str, str]]:
+    """A tracking URI (and settings) on which the inference service's check ends in ``registry_state``."""
+    empty = f"sqlite:///{folder / 'empty-mlflow.db'}"
+    if registry_state == "no_registered_model":
+        return empty, {}
+    if registry_state == "alias_not_set":
+        MlflowClient(tracking_uri=empty, registry_uri=empty).create_registered_model(MODEL_NAME)
+        return empty, {}
+    if registry_state == "configuration_error":
+        return empty, {"model_alias": "prod/1"}  # MLflow refuses an alias with a slash
+    if registry_state == "registry_unreachable":
+        return closed_url(), {}
+    # A version registered without files (the artifact store lost them), or with files that do not load.
+    tracking_uri, version = build_registry_store(folder, training_metrics(0.8, 1000, 1))
+    if registry_state == "load_failed":
+        write_unreadable_model(tracking_uri, version.version)
+    return tracking_uri, {}
 
 
 def recording_predict_bodies(app: ASGIApp, bodies: list[Any]) -> ASGIApp:

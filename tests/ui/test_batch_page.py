@@ -277,6 +277,32 @@ def test_unreachable_inference_service_is_named(ui_env, shared_frame) -> None:
     assert not app.dataframe
 
 
+def test_a_service_that_cannot_load_a_model_is_an_error_naming_what_to_fix(ui_env, tmp_path, shared_frame) -> None:
+    """A 503 is not always "no model yet": the registry's state says when a setting must be corrected."""
+    with backends.inference_without_model("configuration_error", tmp_path) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("batch")
+        app.file_uploader(key="batch_file").upload("sample.csv", _csv(shared_frame.head(3)), "text/csv").run()
+    assert not app.warning, texts(app.warning)
+    [error] = texts(app.error)
+    assert "MODEL_ALIAS='prod/1'" in error
+    assert "MODEL_NAME and MODEL_ALIAS in the inference service's environment" in error
+    assert "run the DAG" not in error
+    assert not app.dataframe
+
+
+@pytest.mark.parametrize("after_header", [b"\n", b"", b"\n\n  \n"], ids=["header-line", "unended", "blank-lines"])
+def test_a_file_with_a_header_and_no_data_rows_is_refused(shared_frame, after_header: bytes) -> None:
+    """Not "Predicted 0 rows" in green: there was nothing to predict."""
+    content = ",".join(shared_frame.columns).encode() + after_header
+    with pytest.raises(CsvFormatError, match="no data rows below the header"):
+        read_raw_csv(content)
+    app = open_page("batch")
+    app.file_uploader(key="batch_file").upload("header.csv", content, "text/csv").run()
+    assert not app.success
+    assert texts(app.error) == ["`header.csv` cannot be read: no data rows below the header."]
+
+
 def test_a_file_without_the_raw_columns_is_refused_with_the_expected_format() -> None:
     app = open_page("batch")
     app.file_uploader(key="batch_file").upload("other.csv", b"a,b,c\n1,2,3\n", "text/csv").run()

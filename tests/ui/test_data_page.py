@@ -133,3 +133,31 @@ def test_a_status_document_of_another_shape_is_one_error_or_shown_as_sent(
         [error] = texts(app.error)
         assert "Data API" in error
         assert expected in error
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind", "words"),
+    [
+        ({}, "info", "has no `status` field (nor `dataset` or `groups`)"),
+        ({"dataset": {"rows": 15120}}, "info", "has no `status` field: see the full answer below"),
+        ({"service": "course API", "status": "degraded"}, "warning", "course API says its status is **degraded**"),
+    ],
+    ids=["empty", "no-status", "degraded"],
+)
+def test_a_status_document_that_does_not_say_up_is_not_shown_as_up(
+    ui_env, tmp_path: Path, answer: dict[str, object], kind: str, words: str
+) -> None:
+    """An answer is not a status: green "up" only when the document says so."""
+    stub = FastAPI()
+
+    @stub.get("/")
+    def status() -> object:
+        return answer
+
+    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    with serve(stub) as url:
+        ui_env.setenv("DATA_API_URL", url)
+        app = open_page("data")
+    assert not app.success, texts(app.success)
+    [message] = [text for text in texts(getattr(app, kind)) if text.startswith("The data API answers")]
+    assert words in message

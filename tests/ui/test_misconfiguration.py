@@ -7,8 +7,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from tests.ui.apptest import open_page, texts
-from tests.ui.servers import serve
+from tests.ui.apptest import every_element_text, open_page, texts
+from tests.ui.servers import closed_url, serve
 
 PAGES = ("predict", "batch", "pipeline", "models", "data")
 
@@ -21,6 +21,18 @@ def test_an_invalid_setting_is_named_before_any_page_runs(ui_env, page: str) -> 
     assert "UI settings" in error
     assert "INFERENCE_URL='localhost:8000'" in error
     assert not app.title  # the page itself did not start
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_password_in_the_tracking_uri_is_shown_on_no_page(ui_env, page: str) -> None:
+    """The sidebar and the Models page name the tracking URI, and MLflow's errors quote it: without user info."""
+    address = closed_url().removeprefix("http://")
+    ui_env.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@{address}")
+    app = open_page(page)
+    shown = every_element_text(app)
+    assert f"http://{address}" in shown  # named, as the service to check
+    assert "s3cret" not in shown
+    assert "alice" not in shown
 
 
 def test_a_data_db_url_whose_driver_is_not_installed_is_named(ui_env) -> None:

@@ -15,7 +15,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
-from ui.clients.tracking import TrackingClient
+from ui.clients.redaction import public_url, redact
+from ui.clients.tracking import TrackingClient, browser_url
 
 
 def test_production_version_runs_and_links(mlflow_store, ui_env) -> None:
@@ -109,8 +110,67 @@ def test_empty_store_says_no_production_model_yet(ui_env, tmp_path) -> None:
     app = open_page("models")
     assert not app.error, texts(app.error)
     text = all_text(app)
-    assert "No version has the production alias yet" in text
+    assert "No version of `covertype` has the alias `production` yet" in text
     assert "has no training runs yet" in text
+
+
+def test_an_alias_not_set_yet_is_named_as_configured(ui_env, tmp_path) -> None:
+    tracking_uri, _ = backends.build_registry_store(tmp_path, backends.training_metrics(0.8, 1000, 1))
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    ui_env.setenv("MODEL_ALIAS", "champion")
+    app = open_page("models")
+    assert not app.error, texts(app.error)
+    [info] = [message for message in texts(app.info) if message.startswith("No version")]
+    assert info.startswith("No version of `covertype` has the alias `champion` yet")
+    assert "production" not in info
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [("MODEL_ALIAS", "prod/1", "Invalid alias name: 'prod/1'"), ("MODEL_NAME", "cover/type", "Invalid model name")],
+    ids=["alias", "name"],
+)
+def test_a_name_or_alias_the_registry_refuses_is_an_error_naming_the_setting(
+    ui_env, tmp_path, variable: str, value: str, reason: str
+) -> None:
+    """MLflow answers INVALID_PARAMETER_VALUE for an alias not set *and* for one it refuses: only "not found"
+    may be read as "not promoted yet", which waiting would never change here."""
+    tracking_uri, _ = backends.build_registry_store(tmp_path, backends.training_metrics(0.8, 1000, 1))
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    ui_env.setenv(variable, value)
+    app = open_page("models")
+    assert not [message for message in texts(app.info) if message.startswith("No version")]
+    [error] = texts(app.error)
+    assert error.startswith("**MLflow**: the registry refuses MODEL_NAME=")
+    assert f"{variable}={value!r}" in error
+    assert reason in error
+    assert "MODEL_NAME and MODEL_ALIAS in the UI's environment" in error
+
+
+@pytest.mark.parametrize(
+    ("ui_url", "tracking_uri", "expected"),
+    [
+        (None, "http://alice:s3cret@mlflow:5000/", "http://mlflow:5000"),
+        ("https://bob:pw@mlflow.example.org/", "http://mlflow:5000", "https://mlflow.example.org"),
+        (None, "sqlite:///tmp/mlflow.db", None),
+    ],
+    ids=["tracking-uri", "ui-url", "local-store"],
+)
+def test_links_into_mlflow_carry_no_credentials(ui_url: str | None, tracking_uri: str, expected: str | None) -> None:
+    """A link shows its target: the tracking URI's password would be on the page (and in the browser's history)."""
+    assert browser_url(ui_url, tracking_uri) == expected
+
+
+def test_credentials_are_removed_from_mlflow_errors_wherever_they_appear() -> None:
+    uri = "http://alice:s3cr%40t@mlflow:5000"
+    message = (
+        "API request to http://alice:s3cr%40t@mlflow:5000/api/2.0/mlflow/runs/get failed; "
+        "auth alice:s3cr@t refused; see https://carol:pw2@proxy.example/"
+    )
+    assert redact(message, uri) == (
+        "API request to http://mlflow:5000/api/2.0/mlflow/runs/get failed; auth *** refused; see https://proxy.example/"
+    )
+    assert public_url(uri) == "http://mlflow:5000"
 
 
 def test_unreachable_mlflow_is_named_with_what_to_check() -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.ui.airflow_stub import AirflowStubState, create_stub, import_error, sample_runs
+from tests.ui.airflow_stub import DAG_ID, TASKS, AirflowStubState, create_stub, import_error, sample_runs
 from tests.ui.apptest import open_page, texts
 from tests.ui.servers import serve
 from ui.clients import airflow as airflow_client
@@ -293,3 +293,52 @@ def test_unreachable_airflow_is_named_with_what_to_check() -> None:
     assert "Airflow API" in error
     assert "cannot connect" in error
     assert "AIRFLOW_API_URL" in error
+
+
+ALL_RUNS_TASKS = f"/api/v2/dags/{DAG_ID}/dagRuns/~/taskInstances"
+
+
+def _task_instance_calls(state: AirflowStubState) -> list[str]:
+    return [path for method, path in state.requests if method == "GET" and path.endswith("/taskInstances")]
+
+
+def _xcom_calls(state: AirflowStubState) -> list[str]:
+    return [path for _, path in state.requests if "/xcomEntries/" in path]
+
+
+def test_the_task_states_of_the_runs_shown_are_read_in_one_call(ui_env) -> None:
+    """One ``~/taskInstances`` call over the runs' time span, not one call per run (15 more requests)."""
+    with airflow_serving(AirflowStubState(runs=sample_runs(16)), ui_env) as state:
+        app = open_page("pipeline")
+    assert not app.error, texts(app.error)
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["batch"].tolist() == list(range(16, 1, -1))
+    assert (runs["tasks"] == "all success").all()
+    assert runs["promoted"].tolist()[-2] == "no: 0.760 < 0.770 (v2)"  # batch 3's results, read for its own run
+    # The runs that found the collection complete (the scan), then the task states of the 15 runs shown.
+    assert _task_instance_calls(state) == [ALL_RUNS_TASKS, ALL_RUNS_TASKS]
+    assert len(_xcom_calls(state)) == 15 * 3  # store, train_and_log, register_and_promote (fetch's repeats store's)
+
+
+def test_runs_shown_apart_from_each_other_are_read_a_span_each(ui_env) -> None:
+    """Runs that found the collection complete lie between the restarted run and the four before: a span over
+    them all would read the hidden runs' task instances too (thousands, a week after the last batch)."""
+    runs = sample_runs(4, collection_complete=2)
+    restarted_at = runs[-1].run_after + timedelta(minutes=6)
+    runs.append(replace(runs[0], run_id=f"scheduled__{restarted_at.isoformat()}", run_after=restarted_at))
+    with airflow_serving(AirflowStubState(runs=runs), ui_env) as state:
+        app = open_page("pipeline")
+    [shown] = [frame.value for frame in app.dataframe]
+    assert shown["run"].tolist() == [runs[-1].run_id, *(run.run_id for run in reversed(runs[:4]))]
+    assert (shown["tasks"] == "all success").all()
+    assert _task_instance_calls(state) == [ALL_RUNS_TASKS] * 3  # the scan, then the two spans
+
+
+def test_task_states_beyond_one_page_of_task_instances_are_all_read() -> None:
+    """30 runs of four tasks are 120 task instances: Airflow answers at most 100 a page, the rest on the next."""
+    state = AirflowStubState(runs=sample_runs(30, collection_complete=0))
+    with serve(create_stub(state)) as url:
+        recent = airflow_client.AirflowClient(url, state.username, state.password).recent_runs(30)
+    assert len(recent.runs) == 30
+    assert all(run.task_states == dict.fromkeys(TASKS, "success") for run in recent.runs)
+    assert _task_instance_calls(state) == [ALL_RUNS_TASKS] * 2

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
+from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
 from covertype.schema import (
@@ -20,11 +25,23 @@ from tests.ui import backends
 from tests.ui.apptest import APP_PATH, RUN_TIMEOUT_S, open_page, texts
 from tests.ui.backends import expected_cover_type
 from tests.ui.servers import serve
+from ui.clients.inference import PREDICT_TIMEOUT_S, STATUS_TIMEOUT_S, InferenceClient
 from ui.examples import DEFAULT_EXAMPLE, EXAMPLES
 
 SUBMIT = "FormSubmitter:predict_form-Predict the cover type"
 MODEL = {"name": "covertype", "version": "3", "alias": "production", "run_id": "abc", "metrics": {"macro_f1": 0.79}}
 PREDICTION = {"cover_type": 2, "cover_type_name": "Lodgepole Pine", "probabilities": {"Lodgepole Pine": 1.0}}
+RUN_THE_DAG = "run the DAG on the Pipeline page"
+# What each registry state of a 503 must lead to: a warning or an error, and words its hint must hold.
+REGISTRY_STATES = {
+    "pending": ("warning", ("has just started", "checking the MLflow registry", "a few seconds")),
+    "no_registered_model": ("warning", (RUN_THE_DAG,)),
+    "alias_not_set": ("warning", (RUN_THE_DAG,)),
+    "configuration_error": ("error", ("MODEL_NAME and MODEL_ALIAS", "restart the inference service")),
+    "registry_unreachable": ("error", ("MLflow", "artifact store (MinIO)")),
+    "artifacts_unreachable": ("error", ("MLflow", "artifact store (MinIO)")),
+    "load_failed": ("error", ("inference service's log", "POST /model/reload", "promote another version")),
+}
 
 
 def field_key(column: str) -> str:
@@ -189,3 +206,125 @@ def test_a_prediction_of_another_shape_is_one_error_and_no_answer(ui_env, answer
     [error] = texts(app.error)
     assert error.startswith("**Inference API**: POST /predict ")
     assert problem in error
+
+
+@pytest.fixture
+def fail_fast(ui_env) -> None:
+    """One attempt per MLflow call in the inference service: an unreachable registry is reported at once."""
+    ui_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    ui_env.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # a hung registry stays "pending" while the page runs
+
+
+@pytest.mark.usefixtures("fail_fast")
+@pytest.mark.parametrize("registry_state", list(REGISTRY_STATES))
+def test_a_503_is_shown_as_its_registry_state_calls_for(ui_env, tmp_path: Path, registry_state: str) -> None:
+    """Only "just started" and "nothing promoted yet" pass by themselves: the other states are errors, each
+    pointing at what to fix, and none of them advises running the DAG."""
+    kind, hint_words = REGISTRY_STATES[registry_state]
+    with backends.inference_without_model(registry_state, tmp_path) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        reason = httpx.get(f"{url}/model", timeout=10).json()["detail"]
+        app = open_page("predict")
+    [message] = texts(app.warning) + texts(app.error)
+    assert texts(getattr(app, kind)) == [message]
+    assert message.startswith(f"**Inference API**: {reason.rstrip('.')[:40]}")
+    for words in hint_words:
+        assert words in message
+    if registry_state not in ("no_registered_model", "alias_not_set"):
+        assert RUN_THE_DAG not in message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"detail": "no model loaded: warming up", "registry_state": "warming_up"}, {"detail": "no model loaded"}],
+    ids=["unknown-state", "no-state"],
+)
+def test_a_503_without_a_known_registry_state_is_the_no_model_yet_warning(ui_env, body: dict[str, str]) -> None:
+    """A service of another release (or a proxy) may send no state or another one: read as before, "no model yet"."""
+    with serve(backends.inference_stub(JSONResponse(body, status_code=503), lambda instances: (200, {}))) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+    assert not app.error, texts(app.error)
+    [warning] = texts(app.warning)
+    assert warning.startswith(f"**Inference API**: {body['detail']}.")
+    assert RUN_THE_DAG in warning
+
+
+def test_a_newer_version_that_failed_to_load_is_a_warning_beside_the_version_served(
+    mlflow_store, ui_env, tmp_path: Path
+) -> None:
+    """The service keeps answering with the version it has, and only /health says the promoted one did not load."""
+    # A copy of the session's store (its artifacts stay where they are): the alias moves here, not there.
+    shutil.copy(mlflow_store.tracking_uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    served = mlflow_store.production.version
+    with backends.inference_server(tracking_uri) as url:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        broken = client.create_model_version(
+            backends.MODEL_NAME, source=(tmp_path / "broken").as_uri(), run_id=mlflow_store.production.run_id
+        )
+        backends.write_unreadable_model(tracking_uri, broken.version)
+        client.set_registered_model_alias(backends.MODEL_NAME, backends.ALIAS, broken.version)
+        assert httpx.post(f"{url}/model/reload", timeout=60).json()["registry_state"] == "load_failed"
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+    assert not app.error, texts(app.error)
+    assert any(f"version {served}**" in caption for caption in texts(app.caption))
+    [warning] = texts(app.warning)
+    assert warning.startswith(f"**Inference API**: version {broken.version} of registered model 'covertype' could not")
+    assert f"still serving version {served}" in warning
+    assert "POST /model/reload" in warning
+
+
+def test_a_service_gone_after_the_top_was_read_leaves_only_the_cannot_connect_error(ui_env) -> None:
+    """The top's "Serving version N" is cached for seconds: beside "cannot connect" it would say both."""
+    with serve(backends.inference_stub(MODEL, lambda instances: (200, {"predictions": [PREDICTION]}))) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+        assert any("covertype version 3" in caption for caption in texts(app.caption))
+    app.button(key=SUBMIT).click().run()
+    [error] = texts(app.error)
+    assert "cannot connect" in error
+    assert not [caption for caption in texts(app.caption) if caption.startswith("Serving")]
+
+
+def test_an_answer_from_a_newer_version_refreshes_the_top(ui_env) -> None:
+    """A swap between the (cached) top and the prediction: the top must not say 3 beside an answer from 4."""
+    model = dict(MODEL)
+
+    def swapped_then_predicted(instances: list[object]) -> tuple[int, object]:
+        model["version"] = "4"  # the service swapped to version 4 just before this request
+        return 200, {"predictions": [PREDICTION], "model_name": "covertype", "model_version": "4", "run_id": "def"}
+
+    with serve(backends.inference_stub(model, swapped_then_predicted)) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+        assert any("covertype version 3" in caption for caption in texts(app.caption))
+        app.button(key=SUBMIT).click().run()
+    [answer] = texts(app.success)
+    assert "version 4" in answer
+    serving = [caption for caption in texts(app.caption) if caption.startswith("Serving")]
+    assert len(serving) == 1
+    assert "covertype version 4" in serving[0]
+
+
+def test_status_reads_have_a_short_timeout_and_predict_the_long_one() -> None:
+    """GET /model and /health answer from memory: a host that accepts and never answers must hold the page for
+    seconds, not for the timeout sized for a 1,000-row predict. Read from the requests as httpx sends them."""
+    timeouts: dict[str, float] = {}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        timeouts[f"{request.method} {request.url.path}"] = request.extensions["timeout"]["read"]
+        bodies = {"/model": MODEL, "/health": {"registry_state": "ok"}, "/predict": {"predictions": [PREDICTION]}}
+        return httpx.Response(200, json=bodies[request.url.path])
+
+    client = InferenceClient("http://inference.test", transport=httpx.MockTransport(answer))
+    client.model_info()
+    client.health()
+    client.predict([EXAMPLES[DEFAULT_EXAMPLE]])
+    assert STATUS_TIMEOUT_S <= 5 < PREDICT_TIMEOUT_S
+    assert timeouts == {
+        "GET /model": STATUS_TIMEOUT_S,
+        "GET /health": STATUS_TIMEOUT_S,
+        "POST /predict": PREDICT_TIMEOUT_S,
+    }

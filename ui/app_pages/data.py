@@ -21,6 +21,30 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+# What a data API's status says when it is up (the replica's "ok"; "up" and "healthy" are common too).
+UP_STATES = ("ok", "up", "healthy")
+
+
+def _status_line(status: dict[str, Any]) -> None:
+    """Green only when the document says the API is up: that it answered is not enough.
+
+    The course API's status document is not ours: without a ``status`` field
+    the page says so, and the full answer below shows what came instead.
+    """
+    name = status.get("service") or "the data API"
+    state = status.get("status")
+    if state is None:
+        st.info(
+            "The data API answers, but its status document has no `status` field"
+            + ("" if {"dataset", "groups"} & status.keys() else " (nor `dataset` or `groups`)")
+            + ": see the full answer below."
+        )
+    elif str(state).strip().lower() in UP_STATES:
+        st.success(f"The data API answers: {name} is **{state}**.")
+    else:
+        st.warning(f"The data API answers, but {name} says its status is **{state}**: see the full answer below.")
+
+
 def _data_api(base_url: str) -> None:
     st.subheader("Data API")
     st.caption(f"`GET {base_url}/` (status only: fetching batches is the DAG's job, one request per run)")
@@ -29,7 +53,7 @@ def _data_api(base_url: str) -> None:
     except ServiceError as error:
         services.show_error(error)
         return
-    st.success(f"The data API answers: {status.get('service', 'data API')} is **{status.get('status', 'up')}**.")
+    _status_line(status)
     # Read defensively: the course API's status document is not ours, and may differ from the replica's.
     dataset = status.get("dataset")
     if isinstance(dataset, dict) and dataset:

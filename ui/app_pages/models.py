@@ -1,4 +1,4 @@
-"""The MLflow experiment's training runs over time, and the version the production alias points at."""
+"""The MLflow experiment's training runs over time, and the version the configured alias (MODEL_ALIAS) points at."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ import streamlit as st
 
 from ui import services
 from ui.clients.errors import ServiceError
-from ui.clients.tracking import ExperimentOverview, ProductionModel, run_url
+from ui.clients.redaction import public_url
+from ui.clients.tracking import ExperimentOverview, ProductionModel, browser_url, run_url
 from ui.presentation import recall_caption
 
 HEADLINE_METRICS = ("macro_f1", "accuracy", "rows_used", "batches_seen")
 
 
 def _ui_url() -> str | None:
-    """Where a browser reaches MLflow: MLFLOW_UI_URL, else the tracking URI when it is a web address."""
+    """Where a browser reaches MLflow (MLFLOW_UI_URL, else a web tracking URI), without credentials."""
     config = services.settings()
-    if config.mlflow_ui_url is not None:
-        return services.url(config.mlflow_ui_url)
-    uri = config.resolved_mlflow_tracking_uri
-    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+    ui_url = None if config.mlflow_ui_url is None else services.url(config.mlflow_ui_url)
+    return browser_url(ui_url, config.resolved_mlflow_tracking_uri)
 
 
 def _production(production: ProductionModel | None, overview: ExperimentOverview) -> None:
     st.subheader("Production model")
     if production is None:
+        config = services.settings()
         st.info(
-            "No version has the production alias yet: the pipeline promotes its first model after its first "
-            "successful run (see the Pipeline page)."
+            f"No version of `{config.model_name}` has the alias `{config.model_alias}` yet: the pipeline promotes "
+            "its first model after its first successful run (see the Pipeline page)."
         )
         return
     st.markdown(
@@ -79,7 +79,7 @@ def render() -> None:
     st.title("Models")
     config = services.settings()
     st.caption(
-        f"MLflow at `{config.resolved_mlflow_tracking_uri}`, experiment `{config.mlflow_experiment_name}`, "
+        f"MLflow at `{public_url(config.resolved_mlflow_tracking_uri)}`, experiment `{config.mlflow_experiment_name}`, "
         f"model `{config.model_name}@{config.model_alias}`"
     )
     try:

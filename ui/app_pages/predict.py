@@ -19,8 +19,8 @@ from covertype.schema import (
     WILDERNESS_DESCRIPTIONS,
 )
 from ui import services
-from ui.clients.errors import NoModelYet, ServiceError
-from ui.clients.inference import PredictionResult
+from ui.clients.errors import ModelUnavailable, NoModelYet, ServiceError, ServiceUnreachable
+from ui.clients.inference import ModelInfo, PredictionResult
 from ui.examples import DEFAULT_EXAMPLE, EXAMPLES
 from ui.presentation import probability_frame
 
@@ -28,6 +28,8 @@ KEY = "predict_"  # prefix of this page's session-state keys
 EXAMPLE_KEY = f"{KEY}example"  # the picker (a widget)
 CHOICE_KEY = f"{KEY}example_choice"  # the picker's value, kept
 ANSWER_KEY = f"{KEY}answer"  # (record sent, result) of the last prediction
+# Failures of a prediction that make the top of the page stale: the service has no model, or is out of reach.
+STALE_TOP = (NoModelYet, ModelUnavailable, ServiceUnreachable)
 
 
 def field_key(column: str) -> str:
@@ -76,8 +78,9 @@ def _restore_widgets() -> None:
         st.session_state[field_key(column)] = st.session_state[value_key(column)]
 
 
-def _serving_model(base_url: str, slot: DeltaGenerator) -> bool:
-    """Say in ``slot`` which model answers; False (and the service's message there) when none can.
+def _serving_model(base_url: str, slot: DeltaGenerator) -> ModelInfo | None:
+    """Say in ``slot`` which model answers, and what /health says is wrong meanwhile; None (and the
+    service's message there) when no model can answer.
 
     The message goes into a slot so that a failed prediction can take it back
     and show the newer one next to the form instead: the same text twice on one
@@ -88,9 +91,40 @@ def _serving_model(base_url: str, slot: DeltaGenerator) -> bool:
     except ServiceError as error:
         with slot:
             services.show_error(error)
-        return False
-    slot.caption(f"Serving **{info.name} version {info.version}** (alias `{info.alias}`, run `{info.run_id}`)")
-    return True
+        return None
+    with slot.container():
+        st.caption(f"Serving **{info.name} version {info.version}** (alias `{info.alias}`, run `{info.run_id}`)")
+        _registry_problem(base_url)
+    return info
+
+
+def _registry_problem(base_url: str) -> None:
+    """A warning when /health says the registry's last check did not end ok while a model is served.
+
+    A promoted version that failed to load leaves the service answering with
+    the one before, and only /health says so. Read for this warning alone: when
+    it cannot be read (e.g. a proxy that only passes /model and /predict), GET
+    /model has already shown that the service answers, and nothing is added.
+    """
+    try:
+        problem = services.inference_health(base_url).registry_problem
+    except ServiceError:
+        return
+    if problem is not None:
+        services.show_error(problem, warning=True)
+
+
+def _refresh_if_swapped(base_url: str, slot: DeltaGenerator, shown: ModelInfo | None, result: PredictionResult) -> None:
+    """Read the model again when the answer came from another version than the one shown at the top.
+
+    The top is cached for seconds: after a swap it would say version N beside an
+    answer from N+1, which reads as if the answer were wrong.
+    """
+    if result.model_version is None or (shown is not None and shown.version == result.model_version):
+        return  # the same version, or an answer that does not say (nothing to compare)
+    services.model_info.clear(base_url)
+    services.inference_health.clear(base_url)
+    _serving_model(base_url, slot)
 
 
 def _form() -> dict[str, int | str] | None:
@@ -146,7 +180,7 @@ def render() -> None:
     st.title("Predict one observation")
     base_url = services.url(services.settings().inference_url)
     model_slot = st.empty()
-    model_ok = _serving_model(base_url, model_slot)
+    shown = _serving_model(base_url, model_slot)
     _restore_widgets()
     st.selectbox(
         "Prefill with a real observation whose cover type is",
@@ -164,12 +198,14 @@ def render() -> None:
                 result = services.inference_client(base_url).predict([record])
             except ServiceError as error:
                 st.session_state.pop(ANSWER_KEY, None)
-                if not model_ok or isinstance(error, NoModelYet):
-                    # This newer message replaces the one at the top (or a "Serving ..." read before the model went).
+                if shown is None or isinstance(error, STALE_TOP):
+                    # This newer message replaces the one at the top (or a "Serving ..." read before the model
+                    # went, or before the service went out of reach).
                     model_slot.empty()
                 services.show_error(error)
             else:
                 st.session_state[ANSWER_KEY] = (record, result)
+                _refresh_if_swapped(base_url, model_slot, shown, result)
         answer = st.session_state.get(ANSWER_KEY)
         if answer is not None:
             _show_result(*answer)

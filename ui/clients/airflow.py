@@ -255,10 +255,10 @@ class AirflowClient:
         """
         if not hide_collection_complete:
             runs, _ = self._dag_runs_page(limit, offset=0)
-            return RecentRuns([self._with_task_results(run) for run in runs])
+            return RecentRuns(self._with_task_results(runs, runs))
+        scanned: list[DagRun] = []  # every run looked at, newest first
         shown: list[DagRun] = []
         complete: list[DagRun] = []
-        seen: set[str] = set()
         offset = 0
         total = 0
         while len(shown) < limit and offset < MAX_SCANNED_RUNS:
@@ -267,15 +267,16 @@ class AirflowClient:
                 break
             offset += len(page)
             # A run created while paging shifts the pages by one: a run can come twice.
+            seen = {run.run_id for run in scanned}
             page = [run for run in page if run.run_id not in seen]
-            seen.update(run.run_id for run in page)
+            scanned += page
             complete_ids = self._collection_complete_run_ids(page)
             shown += [run for run in page if run.run_id not in complete_ids]
             complete += [run for run in page if run.run_id in complete_ids]
             if offset >= total:
                 break
-        # Task results cost a few calls per run: only for the runs shown.
-        shown = [self._with_task_results(run) for run in shown[:limit]]
+        # Task results cost calls: only for the runs shown.
+        shown = self._with_task_results(shown[:limit], scanned)
         return RecentRuns(shown, complete, scanned_all=len(shown) >= limit or offset >= total)
 
     def _dag_runs_page(self, limit: int, *, offset: int) -> tuple[list[DagRun], int]:
@@ -306,13 +307,55 @@ class AirflowClient:
         page_ids = {run.run_id for run in runs}
         return {str(instance.get("dag_run_id")) for instance in body.get("task_instances", [])} & page_ids
 
-    def _with_task_results(self, run: DagRun) -> DagRun:
-        instances = self._json(
-            "GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run.run_id}/taskInstances", params={"limit": 100}
-        )
-        states: dict[str, str | None] = {
-            instance["task_id"]: instance.get("state") for instance in instances.get("task_instances", [])
+    def _with_task_results(self, runs: list[DagRun], scanned: list[DagRun]) -> list[DagRun]:
+        """``runs`` with their task states and results; ``scanned`` is every run looked at, newest first.
+
+        The task states of runs next to each other in ``scanned`` come from one
+        ``~/taskInstances`` call over their time span rather than one call per run.
+        """
+        states: dict[str, dict[str, str | None]] = {}
+        for block in _adjacent_blocks(runs, scanned):
+            states |= self._task_states(block)
+        return [self._with_results(run, states.get(run.run_id, {})) for run in runs]
+
+    def _task_states(self, runs: list[DagRun]) -> dict[str, dict[str, str | None]]:
+        """Run id -> task id -> state, for ``runs`` (newest first, no other run looked at between them).
+
+        Read over their ``run_after`` span, a page of ``SCAN_PAGE_RUNS`` task
+        instances at a time (one page for up to 25 runs of the DAG's four tasks);
+        instances of runs not asked for (one created meanwhile, or with the same
+        ``run_after``) are left out. A run without ``run_after`` has no span: read alone.
+        """
+        if not all(run.run_after for run in runs):
+            return {run.run_id: self._run_task_states(run.run_id) for run in runs}
+        states: dict[str, dict[str, str | None]] = {run.run_id: {} for run in runs}
+        params: dict[str, Any] = {
+            "run_after_gte": runs[-1].run_after,
+            "run_after_lte": runs[0].run_after,
+            "order_by": "-run_after",  # Airflow adds the primary key, so pages do not overlap
+            "limit": SCAN_PAGE_RUNS,
         }
+        offset = 0
+        while True:
+            body = self._json(
+                "GET", f"/api/v2/dags/{self.dag_id}/dagRuns/~/taskInstances", params={**params, "offset": offset}
+            )
+            instances = body.get("task_instances", [])
+            for instance in instances:
+                run_states = states.get(str(instance.get("dag_run_id")))
+                if run_states is not None:
+                    run_states[instance["task_id"]] = instance.get("state")
+            offset += len(instances)
+            if not instances or offset >= int(body.get("total_entries", 0)):
+                return states
+
+    def _run_task_states(self, run_id: str) -> dict[str, str | None]:
+        """One run's task states, from its own task-instance list."""
+        body = self._json("GET", f"/api/v2/dags/{self.dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        return {instance["task_id"]: instance.get("state") for instance in body.get("task_instances", [])}
+
+    def _with_results(self, run: DagRun, states: dict[str, str | None]) -> DagRun:
+        """``run`` with its task states and what its succeeded tasks returned (one XCom read each)."""
         results: dict[str, Any] = {}
         for task_id, state in states.items():
             # The fetch task returns the whole payload; the store task's summary repeats its batch number,
@@ -344,6 +387,28 @@ class AirflowClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _adjacent_blocks(runs: list[DagRun], scanned: list[DagRun]) -> list[list[DagRun]]:
+    """``runs`` cut where ``scanned`` (every run looked at, newest first) has another run between two of them.
+
+    A time span over runs with others between them (the runs that found the
+    collection complete, hidden) would read those others' task instances too:
+    up to thousands. Runs ``scanned`` does not hold make a block each.
+    """
+    wanted = {run.run_id for run in runs}
+    blocks: list[list[DagRun]] = []
+    current: list[DagRun] = []
+    for run in scanned:
+        if run.run_id in wanted:
+            current.append(run)
+        elif current:
+            blocks.append(current)
+            current = []
+    if current:
+        blocks.append(current)
+    placed = {run.run_id for block in blocks for run in block}
+    return blocks + [[run] for run in runs if run.run_id not in placed]
 
 
 def _dag_run(body: dict[str, Any]) -> DagRun:

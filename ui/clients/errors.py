@@ -41,7 +41,16 @@ class NotReadyYet(ServiceError):
 
 
 class NoModelYet(NotReadyYet):
-    """The inference service runs but has no production model loaded (HTTP 503)."""
+    """The inference service runs but has no model loaded yet (HTTP 503): its first registry check is still
+    running, or no version has been registered or promoted. Either passes by itself (or by running the DAG)."""
+
+
+class ModelUnavailable(ServiceError):
+    """The inference service runs but has no model loaded (HTTP 503) because of a fault that waiting does not
+    cure: a setting the registry refuses, MLflow or the artifact store out of reach, a version that fails to load.
+
+    Shown as an error, not as ``NoModelYet``'s warning: someone has to act.
+    """
 
 
 class InvalidInput(ServiceError):

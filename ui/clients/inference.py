@@ -1,8 +1,10 @@
 """A client of the inference service: ``POST /predict``, ``GET /model``, ``GET /health``.
 
-The service answers 503 while it has no production model and 422 with
-per-record details for invalid input; both become distinct ``ServiceError``s
-so a page can say "no model yet" or list the refused records.
+The service answers 503 while it has no model loaded, with ``registry_state``
+saying why, and 422 with per-record details for invalid input. A 503 becomes
+``NoModelYet`` (a warning: just started, nothing promoted yet) or
+``ModelUnavailable`` (an error: a fault to fix, named with what to check), a
+422 ``InvalidInput``, so a page can say which it is or list the refused records.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from covertype.schema import COVER_TYPE_NAMES
 from ui.clients.errors import (
     InvalidInput,
+    ModelUnavailable,
     NoModelYet,
+    ServiceError,
     UnexpectedResponse,
     json_body,
     response_detail,
@@ -25,11 +29,42 @@ from ui.clients.errors import (
 )
 
 SERVICE = "Inference API"
-DEFAULT_TIMEOUT_S = 30.0
+# POST /predict: a chunk of 1,000 rows on a busy service.
+PREDICT_TIMEOUT_S = 30.0
+# GET /model and /health answer from memory: a host that accepts and never answers must not hold the
+# Predict page (which asks on every rerun) for the predict timeout.
+STATUS_TIMEOUT_S = 5.0
 NO_MODEL_HINT = (
     "that the pipeline has registered a model with the production alias "
     "(run the DAG on the Pipeline page), then wait for the inference service to load it"
 )
+PENDING_HINT = (
+    "again in a few seconds (refresh the page): the inference service has just started and is still checking "
+    "the MLflow registry for the model to serve"
+)
+CONFIGURATION_HINT = (
+    "MODEL_NAME and MODEL_ALIAS in the inference service's environment (the registry refuses them), "
+    "then restart the inference service"
+)
+STORES_HINT = (
+    "that MLflow (the tracking server) and the artifact store (MinIO) are up and that the inference service "
+    "reaches them (its MLFLOW_TRACKING_URI); the service tries again at every check"
+)
+LOAD_FAILED_HINT = (
+    "the inference service's log for why the version did not load; then POST /model/reload to try it again, "
+    "or promote another version (move the alias to a version that loads)"
+)
+# What each ``registry_state`` of a 503 (inference/model_holder.py ``RegistryState``) is shown as. A state
+# not listed (a service of another release) or a 503 without one (a proxy) is read as "no model yet".
+_UNAVAILABLE: dict[str, tuple[type[ServiceError], str]] = {
+    "pending": (NoModelYet, PENDING_HINT),
+    "no_registered_model": (NoModelYet, NO_MODEL_HINT),
+    "alias_not_set": (NoModelYet, NO_MODEL_HINT),
+    "configuration_error": (ModelUnavailable, CONFIGURATION_HINT),
+    "registry_unreachable": (ModelUnavailable, STORES_HINT),
+    "artifacts_unreachable": (ModelUnavailable, STORES_HINT),
+    "load_failed": (ModelUnavailable, LOAD_FAILED_HINT),
+}
 SAME_RELEASE_HINT = "that INFERENCE_URL points at the inference service, and that it and the UI are the same release"
 SHOWN_PROBLEMS = 3
 
@@ -51,6 +86,26 @@ class PredictionResult:
     model_name: str | None
     model_version: str | None
     run_id: str | None
+
+
+@dataclass(frozen=True)
+class Health:
+    """What ``GET /health`` reports: whether a model is served, and how the last registry check ended."""
+
+    model_loaded: bool | None
+    registry_state: str | None
+    registry_message: str | None
+
+    @property
+    def registry_problem(self) -> ServiceError | None:
+        """The registry's message while a model is served and the last check did not end ok, else None.
+
+        E.g. a newer promoted version that failed to load: the service keeps
+        answering with the old one, and only /health says so.
+        """
+        if not self.model_loaded or self.registry_state in (None, "ok") or not self.registry_message:
+            return None
+        return ServiceError(SERVICE, self.registry_message.strip().rstrip("."), registry_hint(self.registry_state))
 
 
 @dataclass(frozen=True)
@@ -90,6 +145,14 @@ class _ModelBody(_ModelFields):
     model_alias: str | None = None
     loaded_at: str | None = None
     metrics: dict[str, float | None] | None = None
+
+
+class _HealthBody(_Answer):
+    """``GET /health``: the fields the UI reads (a service of an earlier release may lack the registry's)."""
+
+    model_loaded: bool | None = None
+    registry_state: str | None = None
+    registry_message: str | None = None
 
 
 class _PredictionItem(_Answer):
@@ -144,18 +207,29 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 class InferenceClient:
-    """Calls the inference service with a timeout on every request."""
+    """Calls the inference service with a timeout on every request: short for the status reads, long for predict.
 
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    ``transport`` replaces httpx's network transport (tests pass an ``httpx.MockTransport`` to see the
+    requests as sent, timeouts included).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        predict_timeout_s: float = PREDICT_TIMEOUT_S,
+        status_timeout_s: float = STATUS_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self.predict_timeout_s = predict_timeout_s
+        self.status_timeout_s = status_timeout_s
+        self._http = httpx.Client(base_url=self.base_url, timeout=status_timeout_s, transport=transport)
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        with transport_errors(SERVICE, self.base_url, "INFERENCE_URL", self.timeout_s):
-            response = self._http.request(method, path, **kwargs)
+    def _call(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> httpx.Response:
+        with transport_errors(SERVICE, self.base_url, "INFERENCE_URL", timeout_s):
+            response = self._http.request(method, path, timeout=timeout_s, **kwargs)
         if response.status_code == 503:
-            raise NoModelYet(SERVICE, _no_model_problem(method, path, response), NO_MODEL_HINT)
+            raise _unavailable(method, path, response)
         if response.status_code == 422:
             body = _json_or_text(response)
             details = body.get("detail", body) if isinstance(body, dict) else body
@@ -173,16 +247,22 @@ class InferenceClient:
             )
         return response
 
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return json_body(self._call(method, path, **kwargs), SERVICE, "that INFERENCE_URL points at the service")
+    def _json(self, method: str, path: str, timeout_s: float, **kwargs: Any) -> Any:
+        response = self._call(method, path, timeout_s, **kwargs)
+        return json_body(response, SERVICE, "that INFERENCE_URL points at the service")
 
-    def health(self) -> dict[str, Any]:
-        """The liveness document (``GET /health``)."""
-        return self._json("GET", "/health")
+    def health(self) -> Health:
+        """The liveness document (``GET /health``): the model served and the registry's state."""
+        body = _read(_HealthBody, self._json("GET", "/health", self.status_timeout_s), "GET /health")
+        return Health(
+            model_loaded=body.model_loaded,
+            registry_state=body.registry_state,
+            registry_message=body.registry_message,
+        )
 
     def model_info(self) -> ModelInfo:
-        """The loaded model (``GET /model``); raises ``NoModelYet`` before the first model."""
-        body = _read(_ModelBody, self._json("GET", "/model"), "GET /model")
+        """The loaded model (``GET /model``); raises ``NoModelYet`` or ``ModelUnavailable`` while there is none."""
+        body = _read(_ModelBody, self._json("GET", "/model", self.status_timeout_s), "GET /model")
         return ModelInfo(
             name=body.name or body.model_name,
             version=body.version or body.model_version,
@@ -199,7 +279,8 @@ class InferenceClient:
         The answer must hold one prediction per record: pages pair them by
         position, so a shorter or longer list would put answers on the wrong records.
         """
-        body = _read(_PredictBody, self._json("POST", "/predict", json={"instances": list(records)}), "POST /predict")
+        sent = self._json("POST", "/predict", self.predict_timeout_s, json={"instances": list(records)})
+        body = _read(_PredictBody, sent, "POST /predict")
         if len(body.predictions) != len(records):
             raise UnexpectedResponse(
                 SERVICE,
@@ -233,6 +314,25 @@ def _refusal_summary(details: Any, shown: int = 3) -> str:
         parts.append(f"{where}: {reason}" if where else reason)
     more = f" (and {len(items) - shown} more)" if len(items) > shown else ""
     return "; ".join(parts) + more
+
+
+def _shown_as(registry_state: object) -> tuple[type[ServiceError], str]:
+    """The error type and hint for a registry state; "no model yet" for a state not listed, or none."""
+    if isinstance(registry_state, str) and registry_state in _UNAVAILABLE:
+        return _UNAVAILABLE[registry_state]
+    return NoModelYet, NO_MODEL_HINT
+
+
+def registry_hint(registry_state: str | None) -> str:
+    """What to check for a registry state the service reports."""
+    return _shown_as(registry_state)[1]
+
+
+def _unavailable(method: str, path: str, response: httpx.Response) -> ServiceError:
+    """A 503 as the error its ``registry_state`` calls for: a warning to wait, or an error naming what to fix."""
+    body = _json_or_text(response)
+    error_type, hint = _shown_as(body.get("registry_state") if isinstance(body, dict) else None)
+    return error_type(SERVICE, _no_model_problem(method, path, response), hint)
 
 
 def _no_model_problem(method: str, path: str, response: httpx.Response) -> str:

@@ -1,9 +1,10 @@
-"""Read the experiment's training runs and the registry's production version from MLflow.
+"""Read the experiment's training runs and the version the configured alias names from MLflow.
 
 Uses ``MlflowClient`` so the same code reads a tracking server (``http://...``)
 in the stack and a local store (``sqlite:///...``) in tests and on a laptop.
 MLflow retries HTTP calls for minutes by default; the UI wants a prompt answer,
 so the retry count and timeout are lowered unless the environment sets them.
+The tracking URI may carry a password: every message names it without (``redaction``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _limit_http_retries()
 from mlflow.exceptions import MlflowException  # noqa: E402  (after the retry settings, on purpose)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from ui.clients.errors import ServiceError, ServiceUnreachable, error_summary  # noqa: E402
+from ui.clients.errors import ServiceError, ServiceUnreachable  # noqa: E402
+from ui.clients.redaction import public_url, redact  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,24 @@ def _from_millis(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
 
 
+def _alias_missing(error: MlflowException) -> bool:
+    """Whether MLflow says the model or the alias does not exist (yet).
+
+    A missing model is RESOURCE_DOES_NOT_EXIST, a missing alias INVALID_PARAMETER_VALUE
+    "... not found". That code also refuses a name or alias MLflow does not accept
+    (``prod/1``): a setting to correct, which waiting for a promotion would never cure.
+    """
+    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in error.message.lower()
+
+
 class TrackingClient:
     """Reads MLflow; every failure becomes a ``ServiceError`` naming MLflow and what to check."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, model_name: str, model_alias: str) -> None:
         self.tracking_uri = tracking_uri
+        self.public_uri = public_url(tracking_uri)  # what messages name
         self.experiment_name = experiment_name
         self.model_name = model_name
         self.model_alias = model_alias
@@ -92,17 +107,23 @@ class TrackingClient:
         except Exception as error:  # MLflow raises several types for a URI it cannot use; each is reported
             raise ServiceError(
                 SERVICE,
-                f"cannot use the tracking URI {tracking_uri!r}: {type(error).__name__}: {error_summary(error, 200)}",
+                f"cannot use the tracking URI {self.public_uri!r}: {type(error).__name__}: {self._summary(error, 200)}",
                 "MLFLOW_TRACKING_URI: the server's URL, e.g. http://mlflow:5000",
             ) from error
 
+    def _summary(self, error: Exception, limit: int = 300) -> str:
+        """MLflow's message without the credentials it quotes (it names the URL it failed on), then cut to its
+        first line and ``limit``: cut first, a password split by the cut would no longer be recognised."""
+        lines = redact(str(error), self.tracking_uri).splitlines()
+        return lines[0][:limit] if lines else type(error).__name__
+
     def _fail(self, action: str, error: Exception) -> ServiceError:
-        message = error_summary(error)
+        message = self._summary(error)
         status = re.search(r"error code (\d{3})", message)
         if status is not None:
             return ServiceError(
                 SERVICE,
-                f"cannot {action}: the server at {self.tracking_uri} answered HTTP {status.group(1)}",
+                f"cannot {action}: the server at {self.public_uri} answered HTTP {status.group(1)}",
                 "the MLflow server's log (a 403 often means its --allowed-hosts does not list this host name)",
             )
         if isinstance(error, MlflowException) and "API request" in message:
@@ -110,12 +131,12 @@ class TrackingClient:
             cause = "timed out" if "timed out" in message.lower() else "cannot connect"
             return ServiceUnreachable(
                 SERVICE,
-                f"cannot {action}: {cause} ({self.tracking_uri})",
+                f"cannot {action}: {cause} ({self.public_uri})",
                 "that the MLflow server is running and that MLFLOW_TRACKING_URI points at it",
             )
         return ServiceError(
             SERVICE,
-            f"cannot {action} at {self.tracking_uri}: {message}",
+            f"cannot {action} at {self.public_uri}: {message}",
             "MLFLOW_TRACKING_URI and the MLflow server's log",
         )
 
@@ -169,12 +190,17 @@ class TrackingClient:
         return [run for run in found if PARENT_RUN_TAG not in run.data.tags]
 
     def production(self) -> ProductionModel | None:
-        """The version under the alias with its run's metrics, or None when no version has the alias yet."""
+        """The version under the alias with its run's metrics, or None when no version has the alias yet.
+
+        A name or alias the registry refuses is an error naming the setting, not "no version yet".
+        """
         try:
             version = self._client.get_model_version_by_alias(self.model_name, self.model_alias)
         except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if _alias_missing(error):
                 return None
+            if error.error_code == "INVALID_PARAMETER_VALUE":
+                raise self._refused(error) from error
             raise self._fail(f"read {self.model_name}@{self.model_alias}", error) from error
         except Exception as error:
             raise self._fail(f"read {self.model_name}@{self.model_alias}", error) from error
@@ -199,6 +225,27 @@ class TrackingClient:
             metrics=metrics,
             run_missing=run_missing,
         )
+
+    def _refused(self, error: MlflowException) -> ServiceError:
+        return ServiceError(
+            SERVICE,
+            f"the registry refuses MODEL_NAME={self.model_name!r} / MODEL_ALIAS={self.model_alias!r}: "
+            f"{self._summary(error).rstrip('.')}",
+            "MODEL_NAME and MODEL_ALIAS in the UI's environment: the registered model's name and the alias "
+            "the pipeline moves (the inference service's values)",
+        )
+
+
+def browser_url(ui_url: str | None, tracking_uri: str) -> str | None:
+    """Where a browser reaches MLflow: MLFLOW_UI_URL, else the tracking URI when it is a web address.
+
+    Without user info either way: a link shows its target, and a password in it would be on the page.
+    """
+    if ui_url:
+        return public_url(ui_url).rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return public_url(tracking_uri).rstrip("/")
+    return None
 
 
 def run_url(ui_url: str | None, experiment_id: str, run_id: str) -> str | None:
