@@ -21,6 +21,7 @@ from ui.clients.data_api import DataApiStatusClient
 from ui.clients.data_db import DataDbClient, DataOverview
 from ui.clients.errors import NotReadyYet, ServiceError
 from ui.clients.inference import Health, InferenceClient, ModelInfo
+from ui.clients.redaction import public_url
 from ui.clients.tracking import ExperimentOverview, TrackingClient
 
 SHORT_TTL_S = 10
@@ -33,8 +34,10 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
+        # The value as given, but without a URL's password (e.g. an invalid MLFLOW_UI_URL with user info).
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']).upper()}={item.get('input')!r}: {item['msg']}"
+            f"{'.'.join(str(part) for part in item['loc']).upper()}={public_url(repr(item.get('input')))}: "
+            f"{item['msg']}"
             for item in error.errors()
         )
         raise ServiceError("UI settings", f"invalid environment: {problems}", "those variables in .env") from error
@@ -82,8 +85,13 @@ def model_info(base_url: str) -> ModelInfo:
 
 
 @st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
-def inference_health(base_url: str) -> Health:
-    return inference_client(base_url).health()
+def inference_health(base_url: str) -> Health | None:
+    """/health, or None when it cannot be read: only a warning hangs on it, and an uncached failure would cost
+    every rerun the status timeout (a hung host) or a request (a proxy that passes only /model and /predict)."""
+    try:
+        return inference_client(base_url).health()
+    except ServiceError:
+        return None
 
 
 @st.cache_data(ttl=PIPELINE_TTL_S, show_spinner=False)

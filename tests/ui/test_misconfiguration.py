@@ -35,6 +35,28 @@ def test_a_password_in_the_tracking_uri_is_shown_on_no_page(ui_env, page: str) -
     assert "alice" not in shown
 
 
+@pytest.mark.parametrize(
+    ("variable", "page"),
+    [("INFERENCE_URL", "predict"), ("AIRFLOW_API_URL", "pipeline"), ("DATA_API_URL", "data")],
+)
+def test_a_password_in_another_services_url_is_not_in_its_cannot_connect_error(
+    ui_env, variable: str, page: str
+) -> None:
+    address = closed_url().removeprefix("http://")
+    ui_env.setenv(variable, f"http://bob:p@ss@{address}")  # a raw '@' in the password: HTTP clients accept it
+    shown = every_element_text(open_page(page))
+    assert f"http://{address}" in shown
+    assert "p@ss" not in shown
+    assert "ss@" not in shown
+
+
+def test_an_invalid_url_setting_is_named_without_its_password(ui_env) -> None:
+    ui_env.setenv("MLFLOW_UI_URL", "http://bob:s3cret@mlflow:99999/")
+    [error] = texts(open_page("models").error)
+    assert "MLFLOW_UI_URL='http://mlflow:99999/'" in error
+    assert "s3cret" not in error
+
+
 def test_a_data_db_url_whose_driver_is_not_installed_is_named(ui_env) -> None:
     ui_env.setenv("DATA_DB_URL", "mysql://covertype:secret-pw@data-db:3306/covertype")  # mysql:// means MySQLdb
     app = open_page("data")

@@ -145,6 +145,9 @@ def test_a_name_or_alias_the_registry_refuses_is_an_error_naming_the_setting(
     assert f"{variable}={value!r}" in error
     assert reason in error
     assert "MODEL_NAME and MODEL_ALIAS in the UI's environment" in error
+    # The training runs do not depend on the alias: still shown.
+    assert [header.value for header in app.subheader] == ["Production model", "Training runs"]
+    assert len(app.dataframe) == 1
 
 
 @pytest.mark.parametrize(
@@ -171,6 +174,8 @@ def test_credentials_are_removed_from_mlflow_errors_wherever_they_appear() -> No
         "API request to http://mlflow:5000/api/2.0/mlflow/runs/get failed; auth *** refused; see https://proxy.example/"
     )
     assert public_url(uri) == "http://mlflow:5000"
+    assert public_url("http://user:p@ss@mlflow:5000/#/runs") == "http://mlflow:5000/#/runs"  # a raw '@' in it
+    assert public_url("see http://mlflow:5000/a@b and x@y.org") == "see http://mlflow:5000/a@b and x@y.org"
 
 
 def test_unreachable_mlflow_is_named_with_what_to_check() -> None:

@@ -286,6 +286,10 @@ def test_a_service_gone_after_the_top_was_read_leaves_only_the_cannot_connect_er
     [error] = texts(app.error)
     assert "cannot connect" in error
     assert not [caption for caption in texts(app.caption) if caption.startswith("Serving")]
+    # The next rerun (e.g. another example picked) reads the service again, not the cached "Serving ...".
+    app.run()
+    assert not [caption for caption in texts(app.caption) if caption.startswith("Serving")]
+    assert any("cannot connect" in message for message in texts(app.error))
 
 
 def test_an_answer_from_a_newer_version_refreshes_the_top(ui_env) -> None:
@@ -328,3 +332,24 @@ def test_status_reads_have_a_short_timeout_and_predict_the_long_one() -> None:
         "GET /health": STATUS_TIMEOUT_S,
         "POST /predict": PREDICT_TIMEOUT_S,
     }
+
+
+def test_a_health_document_that_cannot_be_read_is_asked_for_once_per_cache_period(ui_env) -> None:
+    """Only a warning hangs on /health: a failure read again on every rerun would cost each one a request (or,
+    on a hung host, the status timeout)."""
+    service = backends.inference_stub(MODEL, lambda instances: (200, {"predictions": [PREDICTION]}))
+    health_reads: list[int] = []
+
+    @service.get("/health")
+    def broken_health() -> JSONResponse:
+        health_reads.append(1)
+        return JSONResponse({"detail": "proxy error"}, status_code=502)
+
+    with serve(service) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+        app.run()
+        app.run()
+    assert any("covertype version 3" in caption for caption in texts(app.caption))
+    assert not app.error
+    assert len(health_reads) == 1

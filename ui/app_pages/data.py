@@ -10,6 +10,7 @@ import streamlit as st
 from ui import services
 from ui.clients.data_db import DataOverview
 from ui.clients.errors import ServiceError
+from ui.clients.redaction import public_url
 
 
 def _shown(value: Any) -> str:
@@ -47,7 +48,7 @@ def _status_line(status: dict[str, Any]) -> None:
 
 def _data_api(base_url: str) -> None:
     st.subheader("Data API")
-    st.caption(f"`GET {base_url}/` (status only: fetching batches is the DAG's job, one request per run)")
+    st.caption(f"`GET {public_url(base_url)}/` (status only: fetching batches is the DAG's job, one request per run)")
     try:
         status = services.data_api_status(base_url)
     except ServiceError as error:

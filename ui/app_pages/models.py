@@ -89,7 +89,11 @@ def render() -> None:
     except ServiceError as error:
         services.show_error(error)
         return
-    _production(overview.production, overview)
+    if overview.production_refused is not None:
+        st.subheader("Production model")
+        services.show_error(ServiceError(*overview.production_refused))
+    else:
+        _production(overview.production, overview)
     st.subheader("Training runs")
     if overview.experiment_id is None or not overview.runs:
         st.info(f"The experiment `{config.mlflow_experiment_name}` has no training runs yet.")

@@ -9,6 +9,7 @@ import streamlit as st
 from ui import services
 from ui.clients.airflow import DagRun, RecentRuns
 from ui.clients.errors import ServiceError
+from ui.clients.redaction import public_url
 from ui.presentation import FETCH_TASK, runs_frame, short_time
 
 KEY = "pipeline_"
@@ -119,7 +120,7 @@ def _after(run: DagRun, other: DagRun) -> bool:
 def render() -> None:
     st.title("Pipeline: covertype_pipeline")
     args = _airflow_args()
-    st.caption(f"Airflow REST API at {args[0]} as `{args[1]}`")
+    st.caption(f"Airflow REST API at {public_url(args[0])} as `{args[1]}`")
     _show_flash()
     try:
         status = services.dag_status(*args)

@@ -106,10 +106,8 @@ def _registry_problem(base_url: str) -> None:
     it cannot be read (e.g. a proxy that only passes /model and /predict), GET
     /model has already shown that the service answers, and nothing is added.
     """
-    try:
-        problem = services.inference_health(base_url).registry_problem
-    except ServiceError:
-        return
+    health = services.inference_health(base_url)
+    problem = health.registry_problem if health is not None else None
     if problem is not None:
         services.show_error(problem, warning=True)
 
@@ -200,8 +198,11 @@ def render() -> None:
                 st.session_state.pop(ANSWER_KEY, None)
                 if shown is None or isinstance(error, STALE_TOP):
                     # This newer message replaces the one at the top (or a "Serving ..." read before the model
-                    # went, or before the service went out of reach).
+                    # went, or before the service went out of reach), and the next rerun reads the service again
+                    # instead of showing the cached "Serving ..." with no error.
                     model_slot.empty()
+                    services.model_info.clear(base_url)
+                    services.inference_health.clear(base_url)
                 services.show_error(error)
             else:
                 st.session_state[ANSWER_KEY] = (record, result)

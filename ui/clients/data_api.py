@@ -10,6 +10,7 @@ from typing import Any
 
 from covertype.data_api_client import DataApiClient, DataApiError, ServiceUnavailable
 from ui.clients.errors import ServiceUnreachable, UnexpectedResponse
+from ui.clients.redaction import public_url, redact
 
 SERVICE = "Data API"
 DEFAULT_TIMEOUT_S = 10.0
@@ -28,16 +29,18 @@ class DataApiStatusClient:
             body = self._client.status()
         except ServiceUnavailable as error:
             raise ServiceUnreachable(
-                SERVICE, str(error), "that the data API is running and that DATA_API_URL points at it"
+                SERVICE, redact(str(error)), "that the data API is running and that DATA_API_URL points at it"
             ) from error
         except (DataApiError, ValueError) as error:
             raise UnexpectedResponse(
-                SERVICE, f"GET / of {self.base_url} failed: {error}", "that DATA_API_URL points at the data API"
+                SERVICE,
+                f"GET / of {public_url(self.base_url)} failed: {redact(str(error))}",
+                "that DATA_API_URL points at the data API",
             ) from error
         if not isinstance(body, dict):
             raise UnexpectedResponse(
                 SERVICE,
-                f"GET / of {self.base_url} answered a JSON {type(body).__name__}, not the status object",
+                f"GET / of {public_url(self.base_url)} answered a JSON {type(body).__name__}, not the status object",
                 "that DATA_API_URL points at the data API",
             )
         return body

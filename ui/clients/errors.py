@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from ui.clients.redaction import public_url
+
 
 class ServiceError(Exception):
     """A call to one of the stack's services failed; ``hint`` says what to check."""
@@ -99,6 +101,7 @@ def json_body(response: httpx.Response, service: str, hint: str) -> Any:
 @contextmanager
 def transport_errors(service: str, url: str, env_var: str, timeout_s: float) -> Iterator[None]:
     """Turn a transport failure of a call to ``service`` into ``ServiceUnreachable`` naming what to check."""
+    url = public_url(url)  # the message is shown on the page: no password of a URL's user info
     try:
         yield
     except httpx.TimeoutException as error:

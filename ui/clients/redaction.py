@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, urlsplit
 
-# ``scheme://user:password@`` (or ``scheme://user@``) of any URL in a text.
-_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
+# ``scheme://user:password@`` (or ``scheme://user@``) of any URL in a text, up to the *last* ``@`` before the
+# path: a password may hold a raw ``@`` (``http://user:p@ss@host``), which HTTP clients accept.
+_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 MASK = "***"
 
 

@@ -70,6 +70,10 @@ class ExperimentOverview:
     experiment_id: str | None
     runs: list[TrainingRun]
     production: ProductionModel | None
+    # Why the production version could not be read when the registry refused the configured name or alias
+    # (service, problem, hint of the ``ServiceError``; kept as text: the overview is cached, and pickled):
+    # the runs do not depend on the alias and are still shown.
+    production_refused: tuple[str, str, str] | None = None
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
@@ -91,6 +95,10 @@ def _alias_missing(error: MlflowException) -> bool:
     if error.error_code == "RESOURCE_DOES_NOT_EXIST":
         return True
     return error.error_code == "INVALID_PARAMETER_VALUE" and "not found" in error.message.lower()
+
+
+class RefusedSetting(ServiceError):
+    """The registry refuses MODEL_NAME or MODEL_ALIAS itself (invalid, not missing): a setting to correct."""
 
 
 class TrackingClient:
@@ -147,7 +155,7 @@ class TrackingClient:
         except Exception as error:  # MLflow raises many types (requests, SQLAlchemy, MlflowException)
             raise self._fail(f"read experiment {self.experiment_name!r}", error) from error
         if experiment is None:
-            return ExperimentOverview(experiment_id=None, runs=[], production=self.production())
+            return ExperimentOverview(None, [], *self._production_unless_refused())
         try:
             found = self._training_runs(experiment.experiment_id, max_runs)
             versions = self._client.search_model_versions(f"name='{self.model_name}'")
@@ -169,7 +177,7 @@ class TrackingClient:
             for run in found
         ]
         runs.sort(key=lambda run: run.started_at or datetime.min.replace(tzinfo=UTC))
-        return ExperimentOverview(experiment_id=experiment.experiment_id, runs=runs, production=self.production())
+        return ExperimentOverview(experiment.experiment_id, runs, *self._production_unless_refused())
 
     def _training_runs(self, experiment_id: str, max_runs: int) -> list[Any]:
         """The newest ``max_runs`` runs that are not nested (candidates are), newest first.
@@ -226,8 +234,15 @@ class TrackingClient:
             run_missing=run_missing,
         )
 
+    def _production_unless_refused(self) -> tuple[ProductionModel | None, tuple[str, str, str] | None]:
+        """The production version, or why the registry refused the configured name or alias."""
+        try:
+            return self.production(), None
+        except RefusedSetting as error:
+            return None, (error.service, error.problem, error.hint)
+
     def _refused(self, error: MlflowException) -> ServiceError:
-        return ServiceError(
+        return RefusedSetting(
             SERVICE,
             f"the registry refuses MODEL_NAME={self.model_name!r} / MODEL_ALIAS={self.model_alias!r}: "
             f"{self._summary(error).rstrip('.')}",
