@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import create_engine
+from streamlit.testing.v1 import AppTest
 
 from covertype import store
 from tests.ui.apptest import all_text, open_page, texts
@@ -100,6 +101,20 @@ def test_unreachable_data_api_and_data_db_are_named(ui_env) -> None:
     assert "secret-pw" not in all_text(app)
 
 
+def _data_page_with_status(ui_env, tmp_path: Path, answer: object) -> AppTest:
+    """The Data page beside a data API whose ``GET /`` answers ``answer``, and a fresh data DB."""
+    stub = FastAPI()
+
+    @stub.get("/")
+    def status() -> object:
+        return answer
+
+    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
+    with serve(stub) as url:
+        ui_env.setenv("DATA_API_URL", url)
+        return open_page("data")
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -113,16 +128,7 @@ def test_a_status_document_of_another_shape_is_one_error_or_shown_as_sent(
     ui_env, tmp_path: Path, answer: object, expected: str | None
 ) -> None:
     """The course API's GET / is not ours: an unexpected shape must not break the page or hide the data DB."""
-    stub = FastAPI()
-
-    @stub.get("/")
-    def status() -> object:
-        return answer
-
-    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    with serve(stub) as url:
-        ui_env.setenv("DATA_API_URL", url)
-        app = open_page("data")
+    app = _data_page_with_status(ui_env, tmp_path, answer)
     assert not app.exception, app.exception
     assert "no tables yet" in all_text(app), "the data DB section still renders"
     if expected is None:
@@ -148,16 +154,7 @@ def test_a_status_document_that_does_not_say_up_is_not_shown_as_up(
     ui_env, tmp_path: Path, answer: dict[str, object], kind: str, words: str
 ) -> None:
     """An answer is not a status: green "up" only when the document says so."""
-    stub = FastAPI()
-
-    @stub.get("/")
-    def status() -> object:
-        return answer
-
-    ui_env.setenv("DATA_DB_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    with serve(stub) as url:
-        ui_env.setenv("DATA_API_URL", url)
-        app = open_page("data")
+    app = _data_page_with_status(ui_env, tmp_path, answer)
     assert not app.success, texts(app.success)
     [message] = [text for text in texts(getattr(app, kind)) if text.startswith("The data API answers")]
     assert words in message
