@@ -19,6 +19,7 @@ Registration and the promotion decision are in ``covertype.promotion``.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ import matplotlib.pyplot as plt
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import LoggedModelStatus
+from mlflow.entities import LoggedModelStatus, Metric
 from mlflow.models import infer_signature
 
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
@@ -129,6 +130,12 @@ def _log_model(model: Any, name: str, example: pd.DataFrame) -> Any:
         )
 
 
+def _log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
+    """Metrics of the run alone: the client's batch call attaches none to the run's logged models."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+
+
 def end_abandoned_runs(dag_run_id: str) -> list[str]:
     """End as ``KILLED`` the pipeline's training runs still ``RUNNING``: left by an attempt that was killed.
 
@@ -213,9 +220,26 @@ def log_training(
                 figure = confusion_figure(result.scores, f"{result.candidate.name} (out-of-fold)")
                 mlflow.log_figure(figure, "confusion_matrix.png")
                 plt.close(figure)
-        mlflow.log_metrics(
+        # The models first: MLflow 3 copies the run's metrics logged so far onto each model it logs, and a
+        # metric logged without a model id onto every model of the run. Then the evaluation scores go to the
+        # hold-out model alone, linked to the evaluation set, and the other numbers to the run only: the
+        # served model was never scored (it trained on the evaluation rows), so it shows no score.
+        example = features_of(split.train.head(5)).reset_index(drop=True)
+        model_info = _log_model(outcome.model, "model", example)
+        holdout_info = _log_model(outcome.holdout_model, "holdout_model", example)
+        with _integer_hint_silenced():
+            train_set = mlflow.data.from_pandas(
+                _dataset_frame(split.train), targets=LABEL_COLUMN, name="covertype-train"
+            )
+            eval_set = mlflow.data.from_pandas(
+                _dataset_frame(split.evaluation), targets=LABEL_COLUMN, name="covertype-eval"
+            )
+            mlflow.log_input(train_set, context="training")
+            mlflow.log_input(eval_set, context="evaluation")
+        mlflow.log_metrics(outcome.evaluation.as_metrics(), model_id=holdout_info.model_id, dataset=eval_set)
+        _log_run_metrics(
+            parent.info.run_id,
             {
-                **outcome.evaluation.as_metrics(),
                 **common,
                 "rows_train": len(split.train),
                 "rows_eval": len(split.evaluation),
@@ -225,23 +249,11 @@ def log_training(
                 "holdout_model_mb": outcome.holdout_model_mb,
                 "holdout_n_trees": outcome.holdout_n_trees,
                 "train_seconds": outcome.train_seconds,
-            }
+            },
         )
         figure = confusion_figure(outcome.evaluation, f"{outcome.best.name}, hold-out model (evaluation set)")
         mlflow.log_figure(figure, "confusion_matrix.png")
         plt.close(figure)
-        with _integer_hint_silenced():
-            mlflow.log_input(
-                mlflow.data.from_pandas(_dataset_frame(split.train), targets=LABEL_COLUMN, name="covertype-train"),
-                context="training",
-            )
-            mlflow.log_input(
-                mlflow.data.from_pandas(_dataset_frame(split.evaluation), targets=LABEL_COLUMN, name="covertype-eval"),
-                context="evaluation",
-            )
-        example = features_of(split.train.head(5)).reset_index(drop=True)
-        model_info = _log_model(outcome.model, "model", example)
-        holdout_info = _log_model(outcome.holdout_model, "holdout_model", example)
         run_id = parent.info.run_id
     log.info(
         "logged MLflow run %s (model %s): macro-F1 %.4f", run_id, model_info.model_uri, outcome.evaluation.macro_f1

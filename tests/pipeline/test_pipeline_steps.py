@@ -353,3 +353,27 @@ def test_nan_infinity_or_a_huge_number_in_a_payload_become_rejected_rows_not_a_f
 )
 def test_a_scheduled_run_is_told_by_the_run_type_airflow_gives_the_task(run_type: object, scheduled: bool) -> None:
     assert pipeline.is_scheduled_run(run_type) is scheduled
+
+
+def test_the_scores_belong_to_the_hold_out_model_and_its_evaluation_set_not_to_the_served_model(
+    data_dir: Path, shared_rows: list[list[str]]
+) -> None:
+    """MLflow 3 shows metrics per logged model: the served model was fitted on the evaluation rows and never
+    scored, so a score beside it would be the twin's, passed off as its own."""
+    settings = _training_settings(data_dir)
+    pipeline.store_batch(settings, "manual__1", _fetched(shared_rows[::20], batch=1))
+    trained = pipeline.train_and_log(settings, "manual__1")
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    served = client.get_logged_model(trained["model_uri"].removeprefix("models:/"))
+    holdout = client.get_logged_model(trained["holdout_model_uri"].removeprefix("models:/"))
+    assert served.metrics in (None, [])
+    scores = {metric.key: metric for metric in holdout.metrics}
+    assert {"macro_f1", "accuracy", "recall_1"} <= set(scores)
+    assert scores["macro_f1"].value == pytest.approx(trained["macro_f1"])
+    assert {metric.dataset_name for metric in holdout.metrics} == {"covertype-eval"}
+    assert not {"model_mb", "rows_used", "n_trees", "train_seconds"} & set(scores)
+    # The run keeps every number, as before: the UI, the inference service and promotion read them there.
+    run_metrics = client.get_run(trained["run_id"]).data.metrics
+    assert run_metrics["macro_f1"] == pytest.approx(trained["macro_f1"])
+    assert {"model_mb", "n_trees", "holdout_model_mb", "rows_used", "rows_eval", "train_seconds"} <= set(run_metrics)
