@@ -348,6 +348,25 @@ def register_and_promote(
         decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
         _record_decision(client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation))
     if decision.promote:
+        moved_to = _current_alias_version(client, model_name, alias)
+        if _replay_is_stale(decision, moved_to, version):
+            # Another registration moved the alias while this one was scoring (a manual `airflow dags test`
+            # beside the schedule): promoting now would replace a version this one was never compared with.
+            log.warning(
+                "alias %s moved to version %s while %s version %s was being compared with version %s: deciding "
+                "again against it",
+                alias,
+                moved_to,
+                model_name,
+                version,
+                decision.champion_version or "-",
+            )
+            client.delete_model_version_tag(model_name, version, "promotion_decision")
+            decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
+            _record_decision(
+                client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation)
+            )
+    if decision.promote:
         client.set_registered_model_alias(model_name, alias, version)
     # Read back, not inferred: a replayed "kept" decision may date from before later runs moved the alias.
     production_version = _current_alias_version(client, model_name, alias) or str(decision.champion_version)

@@ -436,6 +436,32 @@ def test_a_redecision_cut_short_is_decided_again_not_replayed(
     assert str(client.get_model_version_by_alias("covertype", "production").version) == "3"
 
 
+def test_a_registration_that_moved_the_alias_meanwhile_is_compared_with_before_promoting(
+    mlflow_store: str, three_runs: ThreeRuns, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two registrations at once (a manual run beside the schedule): both compared with the same old
+    version; the one that moves the alias last must not replace a version it was never compared with."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    weak, medium, strong, promote = three_runs
+    assert promote(weak).promoted
+    set_version_tag = MlflowClient.set_model_version_tag
+    concurrent: list[promotion.PromotionResult] = []
+
+    def strong_registered_meanwhile(self: MlflowClient, name: str, version: str, key: str, value: str) -> None:
+        set_version_tag(self, name, version, key, value)
+        if key == "promotion_decision" and version == "2" and not concurrent:
+            concurrent.append(promote(strong))  # decided against version 1 too, and moved the alias first
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", strong_registered_meanwhile)
+    result = promote(medium)
+
+    [other] = concurrent
+    assert (other.version, other.promoted, other.champion_version) == ("3", True, "1")
+    assert (result.version, result.promoted, result.champion_version) == ("2", False, "3")
+    assert str(client.get_model_version_by_alias("covertype", "production").version) == "3"
+    assert client.get_model_version("covertype", "2").tags["promotion_decision"] == "kept_previous"
+
+
 def _error_of(call: Callable[[], object]) -> BaseException:
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is what the test inspects
         call()
