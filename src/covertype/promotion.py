@@ -329,43 +329,36 @@ def register_and_promote(
             trained.run_id,
         )
     version = str(registered.version)
-    if decision is not None:
-        alias_version = _current_alias_version(client, model_name, alias)
-        if _replay_is_stale(decision, alias_version, version):
-            log.warning(
-                "%s version %s was recorded as promoted over version %s, but alias %s has moved to version %s "
-                "since: deciding again against it instead of moving the alias back",
-                model_name,
-                version,
-                decision.champion_version or "-",
-                alias,
-                alias_version,
-            )
-            # Until the new decision is recorded in full, a retry must not read the old one's tags.
-            client.delete_model_version_tag(model_name, version, "promotion_decision")
-            decision = None
+
+    def decided() -> PromotionDecision:
+        fresh = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
+        _record_decision(client, trained, fresh, model_name=model_name, version=version, eval_rows=len(evaluation))
+        return fresh
+
     if decision is None:
-        decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
-        _record_decision(client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation))
-    if decision.promote:
+        decision = decided()
+    # A promotion, replayed or just decided, moves the alias only if it still names the version compared with:
+    # a later run may have moved it since a recorded decision, or another registration while this one was
+    # scoring (a manual `airflow dags test` beside the schedule). Twice at most: a replay decided again can
+    # meet the second case too.
+    for _ in range(2):
+        if not decision.promote:
+            break
         moved_to = _current_alias_version(client, model_name, alias)
-        if _replay_is_stale(decision, moved_to, version):
-            # Another registration moved the alias while this one was scoring (a manual `airflow dags test`
-            # beside the schedule): promoting now would replace a version this one was never compared with.
-            log.warning(
-                "alias %s moved to version %s while %s version %s was being compared with version %s: deciding "
-                "again against it",
-                alias,
-                moved_to,
-                model_name,
-                version,
-                decision.champion_version or "-",
-            )
-            client.delete_model_version_tag(model_name, version, "promotion_decision")
-            decision = _decide(client, trained, evaluation, model_name=model_name, alias=alias)
-            _record_decision(
-                client, trained, decision, model_name=model_name, version=version, eval_rows=len(evaluation)
-            )
+        if not _replay_is_stale(decision, moved_to, version):
+            break
+        log.warning(
+            "%s version %s was compared with version %s, but alias %s has moved to version %s since: deciding again "
+            "against it instead of replacing a version it was never compared with",
+            model_name,
+            version,
+            decision.champion_version or "-",
+            alias,
+            moved_to,
+        )
+        # Until the new decision is recorded in full, a retry must not read the old one's tags.
+        client.delete_model_version_tag(model_name, version, "promotion_decision")
+        decision = decided()
     if decision.promote:
         client.set_registered_model_alias(model_name, alias, version)
     # Read back, not inferred: a replayed "kept" decision may date from before later runs moved the alias.
