@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import mlflow
 import skops.io  # noqa: F401 - imported at start-up (seconds on a busy machine), not inside the first model load
@@ -32,6 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from covertype.model_safety import load_checked_dir
+from covertype.redaction import public_url, redact
 from inference.model_call import check_predicts
 from inference.serving import prepare_for_serving
 
@@ -42,8 +42,6 @@ MAX_FAILED_RETRY_S = 600.0
 # Downloads in a row that found no files of one version before the status says they may be gone for good.
 FILES_GONE_AFTER_ATTEMPTS = 3
 
-# ``scheme://user:password@``: the user info of any URL. MLflow's errors quote the tracking URI in full.
-_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#@]*@")
 # What a store answers when the files are not there: MLflow's error code (a local store; the tracking server's
 # 404 quotes it too), an HTTP 404, S3's NoSuchKey, the file system's "No such file".
 _NO_FILES = re.compile(r"RESOURCE_DOES_NOT_EXIST|\b404\b|NoSuchKey|No such (?:file|artifact)", re.IGNORECASE)
@@ -96,23 +94,19 @@ class CredentialRedactor(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._user_infos: tuple[str, ...] = ()
+        self._uris: tuple[str, ...] = ()
 
     def add_uri(self, uri: str) -> None:
-        """Redact the user info of ``uri`` (as written and percent-decoded) from now on."""
-        user_info = urlsplit(uri).netloc.rpartition("@")[0]
-        if user_info:
-            known = {*self._user_infos, user_info, unquote(user_info)}
-            # Longest first: a user info that contains another is removed whole.
-            self._user_infos = tuple(sorted(known, key=len, reverse=True))
+        """Redact the credentials of ``uri`` (as written and percent-decoded) from now on."""
+        if uri not in self._uris:
+            self._uris = (*self._uris, uri)
 
     def redact(self, text: str) -> str:
-        """``text`` without user info: in a URL it is dropped (as ``redact_uri`` does), anywhere else masked."""
-        for user_info in self._user_infos:
-            text = text.replace(f"{user_info}@", "")
-            if ":" in user_info:  # a password; a user name alone (``http://mlflow@mlflow:5000``) is left as it is
-                text = text.replace(user_info, "***")
-        return _URL_USER_INFO.sub(r"\g<scheme>", text)
+        """``text`` without user info in any URL, nor the password of a known URI anywhere
+        (``covertype.redaction``, which the UI uses too)."""
+        for uri in self._uris:
+            text = redact(text, uri)
+        return public_url(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message and traceback text before any handler formats them."""
@@ -171,16 +165,6 @@ class RefreshResult:
     swapped: bool
     status: RegistryStatus
     current: LoadedModel | None = field(default=None, repr=False)
-
-
-def redact_uri(uri: str) -> str:
-    """A tracking URI without user info, so status messages never leak credentials."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _directory_bytes(path: Path) -> int:
@@ -261,7 +245,7 @@ class ModelHolder:
     @property
     def public_tracking_uri(self) -> str:
         """The tracking URI without credentials."""
-        return redact_uri(self.tracking_uri)
+        return public_url(self.tracking_uri)
 
     @property
     def watching(self) -> bool:

@@ -15,13 +15,13 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
+from covertype.redaction import public_url
 from covertype.settings import Settings
 from ui.clients.airflow import AirflowClient, DagStatus, RecentRuns
 from ui.clients.data_api import DataApiStatusClient
 from ui.clients.data_db import DataDbClient, DataOverview
 from ui.clients.errors import NotReadyYet, ServiceError
 from ui.clients.inference import Health, InferenceClient, ModelInfo
-from ui.clients.redaction import public_url
 from ui.clients.tracking import ExperimentOverview, TrackingClient
 
 SHORT_TTL_S = 10

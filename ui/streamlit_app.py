@@ -17,9 +17,9 @@ if _REPO_ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from covertype.redaction import public_url  # noqa: E402
 from ui import services  # noqa: E402
 from ui.clients.errors import ServiceError  # noqa: E402
-from ui.clients.redaction import public_url  # noqa: E402
 
 PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 

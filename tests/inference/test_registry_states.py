@@ -249,6 +249,10 @@ def test_a_user_name_without_a_password_is_left_in_messages_that_name_it_otherwi
         redactor.redact("GET http://mlflow@mlflow:5000/api/2.0/mlflow/x") == "GET http://mlflow:5000/api/2.0/mlflow/x"
     )
     assert redactor.redact("login alice:s3cret refused") == "login *** refused"
+    redactor.add_uri("http://bob:p@ss@registry:5000")  # a raw '@' in the password: stripped whole
+    assert redactor.redact("GET http://bob:p@ss@registry:5000/x failed") == "GET http://registry:5000/x failed"
+    # Any URL in the text, not only the known ones.
+    assert redactor.redact("via http://carol:p@ss@proxy:3128/ refused") == "via http://proxy:3128/ refused"
 
 
 def test_a_malformed_log_call_passes_the_redacting_filter_for_logging_to_report() -> None:

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from covertype.redaction import public_url, redact
 from tests.ui import backends
 from tests.ui.apptest import all_text, open_page, texts
-from ui.clients.redaction import public_url, redact
 from ui.clients.tracking import TrackingClient, browser_url
 
 

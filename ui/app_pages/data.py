@@ -7,10 +7,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from covertype.redaction import public_url
 from ui import services
 from ui.clients.data_db import DataOverview
 from ui.clients.errors import ServiceError
-from ui.clients.redaction import public_url
 
 
 def _shown(value: Any) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from covertype.redaction import public_url
 from ui import services
 from ui.clients.errors import ServiceError
-from ui.clients.redaction import public_url
 from ui.clients.tracking import ExperimentOverview, ProductionModel, browser_url, run_url
 from ui.presentation import recall_caption
 

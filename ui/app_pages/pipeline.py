@@ -6,10 +6,10 @@ from datetime import datetime
 
 import streamlit as st
 
+from covertype.redaction import public_url
 from ui import services
 from ui.clients.airflow import DagRun, RecentRuns
 from ui.clients.errors import ServiceError
-from ui.clients.redaction import public_url
 from ui.presentation import FETCH_TASK, runs_frame, short_time
 
 KEY = "pipeline_"

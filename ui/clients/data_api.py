@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from covertype.data_api_client import DataApiClient, DataApiError, ServiceUnavailable
+from covertype.redaction import public_url, redact
 from ui.clients.errors import ServiceUnreachable, UnexpectedResponse
-from ui.clients.redaction import public_url, redact
 
 SERVICE = "Data API"
 DEFAULT_TIMEOUT_S = 10.0

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ui.clients.redaction import public_url
+from covertype.redaction import public_url
 
 
 class ServiceError(Exception):

@@ -33,8 +33,8 @@ _limit_http_retries()
 from mlflow.exceptions import MlflowException  # noqa: E402  (after the retry settings, on purpose)
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from covertype.redaction import public_url, redact  # noqa: E402
 from ui.clients.errors import ServiceError, ServiceUnreachable  # noqa: E402
-from ui.clients.redaction import public_url, redact  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Keep credentials out of what the UI shows: the user info of a URL (``http://user:password@host``).
+"""Keep credentials out of what is shown or logged: the user info of a URL (``http://user:password@host``).
 
-``MLFLOW_TRACKING_URI`` may carry a password (a tracking server behind basic
-auth). The UI shows that URI in its sidebar and on the Models page, and
-MLflow's errors quote the URL they failed on in full; each goes through here.
+``MLFLOW_TRACKING_URI`` (or any service URL) may carry a password (a server
+behind basic auth). The UI shows those URLs, the inference service reports the
+tracking URI in /health and its log, and MLflow's errors quote the URL they
+failed on in full: both services pass them through here.
 """
 
 from __future__ import annotations
