@@ -20,7 +20,9 @@ maybe promotes the served model.
   payload whose rows were all rejected is stored, then fails the run without
   retries (nothing new to train on: has the API changed its format?).
 - **train_and_log**: trains on every clean observation stored so far, logs an
-  MLflow run (nested runs per candidate) with the model.
+  MLflow run (nested runs per candidate) with the model. A retry whose earlier
+  attempt finished its MLflow run on the same observations hands that run on.
+  Stopped after 30 minutes.
 - **register_and_promote**: registers `covertype` and moves the alias
   `production` when the new version beats or ties the current one on the
   current evaluation set (or the current one's model can no longer be loaded,
@@ -109,7 +111,9 @@ def covertype_pipeline() -> None:
         except pipeline.NoUsableRows as error:
             raise AirflowFailException(str(error)) from error
 
-    @task
+    # covertype.tracking.TRAINING_TIME_LIMIT (not imported here: it would load MLflow at every parse); a test
+    # checks they agree. A later attempt ends as abandoned another DAG run's training run open that long.
+    @task(execution_timeout=timedelta(minutes=30))
     def train_and_log(stored: dict[str, Any]) -> dict[str, Any]:
         """Train on all clean observations and log the MLflow run and model."""
         from airflow.sdk.exceptions import AirflowSkipException

@@ -7,11 +7,12 @@ to the data API is in ``fetch_batch``: at most one request per DAG run (none
 when the run's fetch is already stored, or kept in the data DB until stored).
 
 Idempotency: ``store_batch`` writes nothing if the DAG run's fetch is already
-stored (a retried or re-run task). Training creates a new MLflow run on each
-attempt, which is how MLflow records retries (runs an attempt left open are
-ended as KILLED). Registration reuses the version an earlier attempt registered
-from the same model and replays a decision already recorded (or decides again
-when the alias has moved since). Neither writes to the data DB.
+stored (a retried or re-run task). Training hands on the run an earlier
+attempt of the DAG run finished on the same observations; otherwise it creates
+a new MLflow run, and runs a killed attempt left open are ended as KILLED.
+Registration reuses the version an earlier attempt registered from the same
+model and replays a decision already recorded (or decides again when the alias
+has moved since). Neither writes to the data DB.
 """
 
 from __future__ import annotations
@@ -287,9 +288,21 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
     finally:
         engine.dispose()
     config = training.TrainingConfig.named(settings.training_profile)
+    _configure_mlflow(settings)
+    data_digest = training.observations_digest(frame["row_hash"])
+    finished = tracking.find_finished_training(dag_run_id, data_digest, config.profile)
+    if finished is not None:
+        log.warning(
+            "an earlier attempt of DAG run %s finished MLflow run %s on these same %s observations (%s profile): "
+            "handed on as it is, no second training (trigger a new DAG run to train again)",
+            dag_run_id,
+            finished.run_id,
+            finished.rows_used,
+            config.profile,
+        )
+        return finished.as_dict()
     log.info("training (%s profile) on %s observations from batches %s", config.profile, len(frame), batches)
     outcome = training.train(frame, config)
-    _configure_mlflow(settings)
     trained = tracking.log_training(outcome, dag_run_id=dag_run_id, batch_numbers=batches)
     log.info(
         "trained %s: hold-out model (%s rows) scores macro-F1 %.4f, accuracy %.4f on %s evaluation rows; "

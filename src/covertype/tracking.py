@@ -10,20 +10,25 @@
 - Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
 - A training task first ends, as ``KILLED``, the pipeline's runs a killed attempt left ``RUNNING``
-  (a killed process cannot end its own run; one DAG run is active at a time), so at most one
-  training run is live and the abandoned ones say what they are.
+  (a killed process cannot end its own run): its own DAG run's, and another DAG run's open for longer
+  than that task may run (``TRAINING_TIME_LIMIT``), so a live training beside it is left alone.
+- A finished run records what it handed on (tag ``trained_run``) and the digest of the rows it
+  trained on: a retry of a task whose earlier attempt finished logging reuses that run
+  (``find_finished_training``) instead of logging a second one.
 
 Registration and the promotion decision are in ``covertype.promotion``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
@@ -41,9 +46,19 @@ from covertype.training import (
     TrainingOutcome,
     confusion_figure,
     features_of,
+    observations_digest,
 )
 
 log = logging.getLogger(__name__)
+
+# The DAG's ``execution_timeout`` of ``train_and_log`` (Airflow stops an attempt after that). A training run
+# of another DAG run still open after this long belongs to no live attempt; a younger one may (a manual run
+# beside the schedule).
+TRAINING_TIME_LIMIT = timedelta(minutes=30)
+# Tags of a training run: the digest of the observations it was fitted on, and (set last, once everything
+# is logged) the ``TrainedRun`` it handed on, as JSON.
+DATA_DIGEST_TAG = "training_data_sha256"
+TRAINED_RUN_TAG = "trained_run"
 
 
 @dataclass(frozen=True)
@@ -136,22 +151,56 @@ def _log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
     MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
 
 
-def end_abandoned_runs(dag_run_id: str) -> list[str]:
-    """End as ``KILLED`` the pipeline's training runs still ``RUNNING``: left by an attempt that was killed.
+def find_finished_training(dag_run_id: str, data_digest: str, profile: str) -> TrainedRun | None:
+    """The training run an earlier attempt of this DAG run finished on the same observations, if any.
+
+    An attempt can fail after its run finished (the result's hand-off to the next
+    task, during an api-server restart); its retry, or the task cleared to run again,
+    would train the same rows again and leave a second finished run (and a second
+    pair of models) for the same DAG run. The newest such run is handed on instead.
+    Rows stored since (a manual run beside this one) change the digest: then it trains.
+    """
+    finished = mlflow.search_runs(
+        filter_string=(
+            f"attributes.status = 'FINISHED' and tags.{DATA_DIGEST_TAG} = '{data_digest}' "
+            f"and tags.training_profile = '{profile}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )
+    # Compared here, not in the filter: a run id may hold any quote.
+    for run in (run for run in finished if run.data.tags.get("dag_run_id") == dag_run_id):
+        recorded = run.data.tags.get(TRAINED_RUN_TAG)
+        if recorded is None:  # a run of an older version of this code
+            continue
+        known = {field.name for field in fields(TrainedRun)}
+        return TrainedRun(**{key: value for key, value in json.loads(recorded).items() if key in known})
+    return None
+
+
+def end_abandoned_runs(dag_run_id: str, now_ms: int | None = None) -> list[str]:
+    """End as ``KILLED`` the pipeline's training runs left ``RUNNING`` by an attempt that was killed.
 
     A task whose process died (out of memory, a missed heartbeat, the
     scheduler restarted) cannot end its own MLflow runs: they stay ``RUNNING``
-    forever and look like a training still in progress. The DAG runs one DAG
-    run at a time (``max_active_runs=1``) and one attempt of a task at a time,
-    so when an attempt starts logging, any training run of the pipeline (a run
-    with a ``dag_run_id`` tag) still open is abandoned: one of an earlier
-    attempt of this DAG run, or the last attempt of an earlier DAG run that
-    was killed with no retry left. Runs without the tag (a notebook's) are
-    left alone.
+    forever and look like a training still in progress. An attempt starts only
+    when the earlier attempts of its DAG run have ended, so any open run of this
+    DAG run (tag ``dag_run_id``) is abandoned. Another DAG run's open run is
+    abandoned once it is older than ``TRAINING_TIME_LIMIT``, the longest an
+    attempt may run: the last attempt of a DAG run killed with no retry left.
+    A younger one may be live (``make dag-run`` beside the schedule) and is left
+    alone. Runs without the tag (a notebook's) are never touched.
     """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    oldest_live_start_ms = now_ms - int(TRAINING_TIME_LIMIT.total_seconds() * 1000)
     # Without experiment ids, search_runs looks in the active experiment (the one ``configure`` set).
     open_runs = mlflow.search_runs(filter_string="attributes.status = 'RUNNING'", output_format="list")
-    abandoned = [run for run in open_runs if "dag_run_id" in run.data.tags]
+    pipeline_runs = [run for run in open_runs if "dag_run_id" in run.data.tags]
+    abandoned = [
+        run
+        for run in pipeline_runs
+        if run.data.tags["dag_run_id"] == dag_run_id or run.info.start_time < oldest_live_start_ms
+    ]
     client = MlflowClient()
     for run in abandoned:
         client.set_terminated(run.info.run_id, status="KILLED")
@@ -163,6 +212,14 @@ def end_abandoned_runs(dag_run_id: str) -> list[str]:
             "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
         )
         _fail_pending_models(client, run)
+    for run in (run for run in pipeline_runs if run not in abandoned):
+        log.info(
+            "MLflow run %s (%s) of DAG run %s is open and younger than %s: left alone, it may still be training",
+            run.info.run_id,
+            run.info.run_name,
+            run.data.tags["dag_run_id"],
+            TRAINING_TIME_LIMIT,
+        )
     return [run.info.run_id for run in abandoned]
 
 
@@ -184,89 +241,114 @@ def log_training(
 ) -> TrainedRun:
     """Log the parent run, one nested run per candidate, and the chosen model; return the run's summary."""
 
-    split = outcome.split
-    rows_used = len(split.train) + len(split.evaluation)
-    batch_tag = ",".join(str(number) for number in sorted(batch_numbers))
-    common = {"rows_used": rows_used, "batches_seen": len(batch_numbers)}
-    tags = {"dag_run_id": dag_run_id, "batch_numbers": batch_tag, "training_profile": outcome.config.profile}
+    tags = {
+        "dag_run_id": dag_run_id,
+        "batch_numbers": ",".join(str(number) for number in sorted(batch_numbers)),
+        "training_profile": outcome.config.profile,
+        DATA_DIGEST_TAG: observations_digest(outcome.split.all_rows["row_hash"]),
+    }
     tags.update(extra_tags or {})
     end_abandoned_runs(dag_run_id)
     with mlflow.start_run(run_name=f"train {dag_run_id}", tags=tags) as parent:
-        mlflow.log_params(
-            {
-                "profile": outcome.config.profile,
-                "eval_fraction": outcome.config.eval_fraction,
-                "search_folds": outcome.config.search_folds,
-                "search_max_rows": outcome.config.search_max_rows,
-                "n_estimators": outcome.config.n_estimators,
-                "max_model_mb": outcome.config.max_model_mb,
-                "candidates": ",".join(c.name for c in outcome.config.candidates),
-                "best_candidate": outcome.best.name,
-                "best_family": outcome.best.family,
-                **{f"best_{key}": value for key, value in outcome.best.params.items()},
-            }
-        )
-        for result in outcome.candidates:
-            with mlflow.start_run(run_name=result.candidate.name, nested=True, tags=tags):
-                mlflow.log_params({"family": result.candidate.family, **result.candidate.params})
-                mlflow.log_metrics(
-                    {
-                        **result.scores.as_metrics(),
-                        **common,
-                        "rows_validation": result.scores.rows,  # out-of-fold: every training row searched on
-                        "fit_seconds": result.fit_seconds,
-                    }
-                )
-                figure = confusion_figure(result.scores, f"{result.candidate.name} (out-of-fold)")
-                mlflow.log_figure(figure, "confusion_matrix.png")
-                plt.close(figure)
-        # The models first: MLflow 3 copies the run's metrics logged so far onto each model it logs, and a
-        # metric logged without a model id onto every model of the run. Then the evaluation scores go to the
-        # hold-out model alone, linked to the evaluation set, and the other numbers to the run only: the
-        # served model was never scored (it trained on the evaluation rows), so it shows no score.
-        example = features_of(split.train.head(5)).reset_index(drop=True)
-        model_info = _log_model(outcome.model, "model", example)
-        holdout_info = _log_model(outcome.holdout_model, "holdout_model", example)
-        with _integer_hint_silenced():
-            train_set = mlflow.data.from_pandas(
-                _dataset_frame(split.train), targets=LABEL_COLUMN, name="covertype-train"
-            )
-            eval_set = mlflow.data.from_pandas(
-                _dataset_frame(split.evaluation), targets=LABEL_COLUMN, name="covertype-eval"
-            )
-            mlflow.log_input(train_set, context="training")
-            mlflow.log_input(eval_set, context="evaluation")
-        mlflow.log_metrics(outcome.evaluation.as_metrics(), model_id=holdout_info.model_id, dataset=eval_set)
-        _log_run_metrics(
-            parent.info.run_id,
-            {
-                **common,
-                "rows_train": len(split.train),
-                "rows_eval": len(split.evaluation),
-                "rows_label_conflicts": split.label_conflicts,
-                "model_mb": outcome.model_mb,
-                "n_trees": outcome.n_trees,
-                "holdout_model_mb": outcome.holdout_model_mb,
-                "holdout_n_trees": outcome.holdout_n_trees,
-                "train_seconds": outcome.train_seconds,
-            },
-        )
-        figure = confusion_figure(outcome.evaluation, f"{outcome.best.name}, hold-out model (evaluation set)")
-        mlflow.log_figure(figure, "confusion_matrix.png")
-        plt.close(figure)
-        run_id = parent.info.run_id
-    log.info(
-        "logged MLflow run %s (model %s): macro-F1 %.4f", run_id, model_info.model_uri, outcome.evaluation.macro_f1
+        try:
+            trained = _log_run_contents(outcome, parent.info.run_id, tags, batch_numbers)
+        except BaseException:
+            # MLflow marks a model FAILED when its upload raises an Exception, not when a Ctrl-C or Airflow's
+            # timeout (BaseExceptions) stops it: it would stay PENDING for good.
+            _fail_pending_models_of_ending_run(parent)
+            raise
+        # Last: a run with this tag finished logging, and a retried attempt may hand it on (find_finished_training).
+        mlflow.set_tag(TRAINED_RUN_TAG, json.dumps(trained.as_dict(), separators=(",", ":")))
+    log.info("logged MLflow run %s (model %s): macro-F1 %.4f", trained.run_id, trained.model_uri, trained.macro_f1)
+    return trained
+
+
+def _fail_pending_models_of_ending_run(run: Any) -> None:
+    """``_fail_pending_models`` for a run being stopped; the stopping error is what the caller re-raises."""
+    try:
+        _fail_pending_models(MlflowClient(), run)
+    except Exception as error:  # the tracking server may be the reason the run is stopping
+        log.warning("could not mark the pending models of run %s as FAILED: %s", run.info.run_id, error)
+
+
+def _log_run_contents(
+    outcome: TrainingOutcome,
+    run_id: str,
+    tags: dict[str, str],
+    batch_numbers: list[int],
+) -> TrainedRun:
+    """Everything inside the active parent run: parameters, nested candidate runs, both models, inputs, metrics."""
+    split = outcome.split
+    common = {"rows_used": len(split.train) + len(split.evaluation), "batches_seen": len(batch_numbers)}
+    mlflow.log_params(
+        {
+            "profile": outcome.config.profile,
+            "eval_fraction": outcome.config.eval_fraction,
+            "search_folds": outcome.config.search_folds,
+            "search_max_rows": outcome.config.search_max_rows,
+            "n_estimators": outcome.config.n_estimators,
+            "max_model_mb": outcome.config.max_model_mb,
+            "candidates": ",".join(c.name for c in outcome.config.candidates),
+            "best_candidate": outcome.best.name,
+            "best_family": outcome.best.family,
+            **{f"best_{key}": value for key, value in outcome.best.params.items()},
+        }
     )
+    for result in outcome.candidates:
+        with mlflow.start_run(run_name=result.candidate.name, nested=True, tags=tags):
+            mlflow.log_params({"family": result.candidate.family, **result.candidate.params})
+            mlflow.log_metrics(
+                {
+                    **result.scores.as_metrics(),
+                    **common,
+                    "rows_validation": result.scores.rows,  # out-of-fold: every training row searched on
+                    "fit_seconds": result.fit_seconds,
+                }
+            )
+            figure = confusion_figure(result.scores, f"{result.candidate.name} (out-of-fold)")
+            mlflow.log_figure(figure, "confusion_matrix.png")
+            plt.close(figure)
+    # The models first: MLflow 3 copies the run's metrics logged so far onto each model it logs, and a
+    # metric logged without a model id onto every model of the run. Then the evaluation scores go to the
+    # hold-out model alone, linked to the evaluation set, and the other numbers to the run only: the
+    # served model was never scored (it trained on the evaluation rows), so it shows no score.
+    example = features_of(split.train.head(5)).reset_index(drop=True)
+    model_info = _log_model(outcome.model, "model", example)
+    holdout_info = _log_model(outcome.holdout_model, "holdout_model", example)
+    with _integer_hint_silenced():
+        train_set = mlflow.data.from_pandas(_dataset_frame(split.train), targets=LABEL_COLUMN, name="covertype-train")
+        eval_set = mlflow.data.from_pandas(
+            _dataset_frame(split.evaluation), targets=LABEL_COLUMN, name="covertype-eval"
+        )
+        mlflow.log_input(train_set, context="training")
+        mlflow.log_input(eval_set, context="evaluation")
+    mlflow.log_metrics(outcome.evaluation.as_metrics(), model_id=holdout_info.model_id, dataset=eval_set)
+    _log_run_metrics(
+        run_id,
+        {
+            **common,
+            "rows_train": len(split.train),
+            "rows_eval": len(split.evaluation),
+            "rows_label_conflicts": split.label_conflicts,
+            "model_mb": outcome.model_mb,
+            "n_trees": outcome.n_trees,
+            "holdout_model_mb": outcome.holdout_model_mb,
+            "holdout_n_trees": outcome.holdout_n_trees,
+            "train_seconds": outcome.train_seconds,
+        },
+    )
+    figure = confusion_figure(outcome.evaluation, f"{outcome.best.name}, hold-out model (evaluation set)")
+    mlflow.log_figure(figure, "confusion_matrix.png")
+    plt.close(figure)
     return TrainedRun(
         run_id=run_id,
-        dag_run_id=dag_run_id,
+        dag_run_id=tags["dag_run_id"],
         model_uri=model_info.model_uri,
         holdout_model_uri=holdout_info.model_uri,
         best_candidate=outcome.best.name,
         macro_f1=outcome.evaluation.macro_f1,
         accuracy=outcome.evaluation.accuracy,
-        rows_used=rows_used,
+        rows_used=int(common["rows_used"]),
         rows_train=len(split.train),
         rows_eval=len(split.evaluation),
         batches_seen=len(batch_numbers),

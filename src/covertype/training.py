@@ -33,9 +33,10 @@ the same functions serve the DAG, the benchmark and the tests.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -205,6 +206,15 @@ def split_observations(frame: pd.DataFrame, config: TrainingConfig) -> Split:
     train = frame[~evaluation_mask]
     folds = np.asarray([search_fold(h, config.search_folds) for h in train["row_hash"]], dtype=np.intp)
     return Split(train=train, folds=folds, evaluation=frame[evaluation_mask], label_conflicts=int(conflicts.sum()))
+
+
+def observations_digest(row_hashes: Iterable[str]) -> str:
+    """SHA-256 of a set of observations (their row hashes, in any order): what a training run was fitted on.
+
+    Two runs with the same digest and profile trained on the same rows; a retried
+    training task uses it to recognise the run its earlier attempt finished.
+    """
+    return hashlib.sha256("\n".join(sorted(row_hashes)).encode()).hexdigest()
 
 
 def evaluation_rows(frame: pd.DataFrame, config: TrainingConfig) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from covertype import pipeline, promotion, store, training
+from covertype import pipeline, promotion, store, tracking, training
 from covertype.settings import Settings
 from data_api.app import create_app
 from tests.data_api.replica import make_settings, serve_in_thread
@@ -59,6 +59,8 @@ def test_dagbag_imports_without_errors(airflow_db: Path, monkeypatch: pytest.Mon
         "register_and_promote",
     ]
     assert dag.max_active_runs == 1
+    # Another DAG run's training run open longer than this is ended as abandoned: the two must agree.
+    assert dag.get_task("train_and_log").execution_timeout == tracking.TRAINING_TIME_LIMIT
     assert dag.catchup is False
     assert dag.params["group_number"] is not None
 

@@ -377,3 +377,34 @@ def test_the_scores_belong_to_the_hold_out_model_and_its_evaluation_set_not_to_t
     run_metrics = client.get_run(trained["run_id"]).data.metrics
     assert run_metrics["macro_f1"] == pytest.approx(trained["macro_f1"])
     assert {"model_mb", "n_trees", "holdout_model_mb", "rows_used", "rows_eval", "train_seconds"} <= set(run_metrics)
+
+
+def test_a_retry_after_the_training_run_finished_hands_that_run_on_instead_of_training_again(
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first attempt finished its MLflow run, then failed handing the result on: no second run, no second model.
+
+    Once more rows are stored (a manual run beside this one), the same DAG run's retry trains again.
+    """
+    settings = _training_settings(data_dir)
+    pipeline.store_batch(settings, "manual__1", _fetched(shared_rows[::20], batch=1))
+    first = pipeline.train_and_log(settings, "manual__1")
+
+    with caplog.at_level(logging.WARNING, logger="covertype.pipeline"):
+        retried = pipeline.train_and_log(settings, "manual__1")
+
+    assert retried == first
+    assert f"finished MLflow run {first['run_id']} on these same {first['rows_used']} observations" in caplog.text
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment_name)
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.mlflow.runName = 'train manual__1'")
+    assert [run.info.run_id for run in parents] == [first["run_id"]]
+    assert len(client.search_logged_models([experiment.experiment_id])) == 2  # the served model and its twin
+
+    # Another run's rows are in the store now: the same DAG run trains on them.
+    pipeline.store_batch(settings, "manual__2", _fetched(shared_rows[1::20], batch=2))
+    after_more_rows = pipeline.train_and_log(settings, "manual__1")
+    assert after_more_rows["run_id"] != first["run_id"]
+    assert after_more_rows["rows_used"] > first["rows_used"]
+    # Another DAG run never takes this one's run, even on the same rows.
+    assert pipeline.train_and_log(settings, "manual__2")["run_id"] != after_more_rows["run_id"]

@@ -7,6 +7,7 @@ import math
 import shutil
 import zipfile
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlparse
@@ -185,8 +186,14 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     killed_child = client.create_run(
         experiment_id, tags={"dag_run_id": dag_run_id, "mlflow.parentRunId": killed_parent.info.run_id}
     )
-    # The last attempt of an earlier DAG run, killed with no retry left: nothing else would ever end it.
-    earlier_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "scheduled__earlier"})
+    # The last attempt of an earlier DAG run, killed with no retry left (open for longer than an attempt may
+    # run): nothing else would ever end it.
+    too_long_ago = datetime.now(UTC) - tracking.TRAINING_TIME_LIMIT - timedelta(minutes=1)
+    earlier_dag_run = client.create_run(
+        experiment_id, tags={"dag_run_id": "scheduled__earlier"}, start_time=int(too_long_ago.timestamp() * 1000)
+    )
+    # Another DAG run's training started a moment ago (`make dag-run` beside the schedule): it may be live.
+    concurrent_dag_run = client.create_run(experiment_id, tags={"dag_run_id": "manual__beside"})
     notebook_run = client.create_run(experiment_id, run_name="someone's notebook")  # not the pipeline's
     # A model the killed attempt was still uploading; one of the notebook's.
     uploading = client.create_logged_model(experiment_id, name="model", source_run_id=killed_parent.info.run_id)
@@ -198,6 +205,7 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     assert client.get_run(killed_child.info.run_id).info.status == "KILLED"
     assert client.get_run(trained.run_id).info.status == "FINISHED"
     assert client.get_run(earlier_dag_run.info.run_id).info.status == "KILLED"
+    assert client.get_run(concurrent_dag_run.info.run_id).info.status == "RUNNING"
     assert client.get_run(notebook_run.info.run_id).info.status == "RUNNING"
     assert client.get_logged_model(uploading.model_id).status == LoggedModelStatus.FAILED
     assert client.get_logged_model(notebook_model.model_id).status == LoggedModelStatus.PENDING
@@ -206,6 +214,29 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     assert (
         sorted(run.info.status for run in runs_of_dag_run) == ["FINISHED"] * (1 + len(FAST.candidates)) + ["KILLED"] * 2
     )
+
+
+def test_a_training_stopped_by_ctrl_c_or_a_timeout_while_uploading_leaves_no_pending_model(
+    mlflow_store: str, shared_observations: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow marks a model FAILED when its upload raises an Exception; KeyboardInterrupt and Airflow's timeout are
+    BaseExceptions, which it lets through with the model left PENDING."""
+    client = MlflowClient(tracking_uri=mlflow_store)
+    experiment_id = mlflow.get_experiment_by_name("covertype").experiment_id
+    outcome = training.train(shared_observations.sample(600, random_state=8), FAST)
+
+    def interrupted(self: MlflowClient, model_id: str, local_dir: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _log(outcome, "manual__interrupted")
+
+    [model] = client.search_logged_models([experiment_id])
+    assert model.status == LoggedModelStatus.FAILED
+    [parent] = client.search_runs([experiment_id], filter_string="tags.mlflow.runName = 'train manual__interrupted'")
+    assert parent.info.status == "FAILED"
+    assert tracking.TRAINED_RUN_TAG not in parent.data.tags  # nothing a retry could take for a finished run
 
 
 def test_a_retried_registration_writes_nothing_twice_and_keeps_the_real_comparison(

@@ -48,6 +48,18 @@ def test_a_payload_fetched_and_not_stored_is_mentioned(data_db, ui_env) -> None:
     assert [text for text in texts(app.info) if text.startswith("1 payload(s) fetched and not stored yet")]
 
 
+def test_a_payload_fetched_after_the_page_was_read_shows_on_refresh(data_db, ui_env) -> None:
+    app = open_page("data")
+    assert not [text for text in texts(app.info) if "fetched and not stored yet" in text]
+    engine = store.make_engine(data_db)
+    store.keep_pending_payload(engine, "scheduled__4", {"group_number": 1, "batch_number": 4, "rows": []})
+    engine.dispose()
+
+    app.button(key="data_refresh").click().run()
+
+    assert [text for text in texts(app.info) if text.startswith("1 payload(s) fetched and not stored yet")]
+
+
 def test_rows_per_batch_classes_and_rejects(data_db, ui_env, covertype_csv, tmp_path) -> None:
     with data_api_server(covertype_csv, tmp_path / "replica", portions=2) as url:
         ui_env.setenv("DATA_API_URL", url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -68,6 +69,27 @@ def test_a_production_version_whose_run_was_deleted_for_good_still_shows_the_tra
     assert f"Run `{version.run_id}` no longer exists in MLflow" in warning
     [runs] = [frame.value for frame in app.dataframe]
     assert runs["dag_run_id"].tolist() == ["scheduled__run-2"]
+
+
+def test_a_run_that_finished_after_the_page_was_read_shows_on_refresh(mlflow_store, ui_env, tmp_path) -> None:
+    # A copy of the session's store (its artifacts stay where they are): the new run goes here, not there.
+    shutil.copy(mlflow_store.tracking_uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ui_env.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    app = open_page("models")
+    [runs] = [frame.value for frame in app.dataframe]
+    assert len(runs) == 2
+    client = MlflowClient(tracking_uri=tracking_uri)
+    finished = client.create_run(mlflow_store.experiment_id, tags={"dag_run_id": "manual__just-now"})
+    client.log_metric(finished.info.run_id, "macro_f1", 0.8)
+    client.set_terminated(finished.info.run_id)
+
+    app.button(key="models_refresh").click().run()
+
+    assert not app.error, texts(app.error)
+    [runs] = [frame.value for frame in app.dataframe]
+    assert runs["dag_run_id"].tolist()[0] == "manual__just-now"
+    assert len(runs) == 3
 
 
 def test_recall_is_shown_per_cover_type_by_name(mlflow_store, ui_env) -> None:

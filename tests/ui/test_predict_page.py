@@ -108,7 +108,7 @@ def test_no_model_yet_is_one_warning_with_the_service_reason(empty_registry_infe
     assert not app.error, texts(app.error)
     [warning] = texts(app.warning)
     assert warning.startswith(f"**Inference API**: {reason}.")
-    assert "production alias" in warning
+    assert "the alias the inference service serves (MODEL_ALIAS, `production` unless set otherwise" in warning
     app.button(key=SUBMIT).click().run()
     assert not app.success
     # Shown once after pressing Predict: the top message gives way to the answer's, not repeated as an error.
@@ -353,3 +353,22 @@ def test_a_health_document_that_cannot_be_read_is_asked_for_once_per_cache_perio
     assert any("covertype version 3" in caption for caption in texts(app.caption))
     assert not app.error
     assert len(health_reads) == 1
+
+
+def test_a_long_registry_message_of_health_is_cut_and_says_where_the_whole_of_it_is(ui_env) -> None:
+    """MLflow's errors can quote a whole HTML error page: the warning beside the served version stays readable."""
+    service = backends.inference_stub(MODEL, lambda instances: (200, {"predictions": [PREDICTION]}))
+    message = "version 4 of registered model 'covertype' could not be loaded: " + "<html>proxy page</html> " * 80
+
+    @service.get("/health")
+    def health() -> dict[str, object]:
+        return {"model_loaded": True, "registry_state": "load_failed", "registry_message": message}
+
+    with serve(service) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        app = open_page("predict")
+    [warning] = texts(app.warning)
+    assert warning.startswith("**Inference API**: version 4 of registered model 'covertype' could not be loaded:")
+    assert "… (cut: GET /health has it whole)" in warning
+    assert 0 < warning.count("proxy page") < 20  # of the 80 sent
+    assert "POST /model/reload" in warning  # the hint is still there, after the cut message

@@ -115,8 +115,13 @@ def _data_db(overview: DataOverview) -> None:
 
 
 def render() -> None:
-    st.title("Data")
+    title, refresh = st.columns([5, 1], vertical_alignment="bottom")
+    title.title("Data")
     config = services.settings()
+    # A batch that was just stored shows without waiting for the cache to expire.
+    if refresh.button("Refresh", key="data_refresh"):
+        services.data_overview.clear()
+        services.data_api_status.clear()
     _data_api(services.url(config.data_api_url))
     st.subheader("Data DB")
     try:

@@ -76,12 +76,16 @@ def _runs_table(overview: ExperimentOverview) -> pd.DataFrame:
 
 
 def render() -> None:
-    st.title("Models")
+    title, refresh = st.columns([5, 1], vertical_alignment="bottom")
+    title.title("Models")
     config = services.settings()
     st.caption(
         f"MLflow at `{public_url(config.resolved_mlflow_tracking_uri)}`, experiment `{config.mlflow_experiment_name}`, "
         f"model `{config.model_name}@{config.model_alias}`"
     )
+    # A run that just finished shows without waiting for the cache to expire.
+    if refresh.button("Refresh", key="models_refresh"):
+        services.experiment_overview.clear()
     try:
         overview = services.experiment_overview(
             config.resolved_mlflow_tracking_uri, config.mlflow_experiment_name, config.model_name, config.model_alias

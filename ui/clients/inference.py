@@ -35,8 +35,9 @@ PREDICT_TIMEOUT_S = 30.0
 # Predict page (which asks on every rerun) for the predict timeout.
 STATUS_TIMEOUT_S = 5.0
 NO_MODEL_HINT = (
-    "that the pipeline has registered a model with the production alias "
-    "(run the DAG on the Pipeline page), then wait for the inference service to load it"
+    "that the pipeline has registered a model and moved to it the alias the inference service serves "
+    "(MODEL_ALIAS, `production` unless set otherwise; run the DAG on the Pipeline page), then wait for the "
+    "inference service to load it"
 )
 PENDING_HINT = (
     "again in a few seconds (refresh the page): the inference service has just started and is still checking "
@@ -67,6 +68,8 @@ _UNAVAILABLE: dict[str, tuple[type[ServiceError], str]] = {
 }
 SAME_RELEASE_HINT = "that INFERENCE_URL points at the inference service, and that it and the UI are the same release"
 SHOWN_PROBLEMS = 3
+# The registry message of /health is shown cut to this: MLflow's errors can quote a whole response body.
+HEALTH_MESSAGE_LIMIT = 400
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,10 @@ class Health:
         """
         if not self.model_loaded or self.registry_state in (None, "ok") or not self.registry_message:
             return None
-        return ServiceError(SERVICE, self.registry_message.strip().rstrip("."), registry_hint(self.registry_state))
+        message = self.registry_message.strip().rstrip(".")
+        if len(message) > HEALTH_MESSAGE_LIMIT:
+            message = f"{message[:HEALTH_MESSAGE_LIMIT].rstrip()} … (cut: GET /health has it whole)"
+        return ServiceError(SERVICE, message, registry_hint(self.registry_state))
 
 
 @dataclass(frozen=True)
