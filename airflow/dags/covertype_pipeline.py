@@ -21,7 +21,7 @@ maybe promotes the served model.
   retries (nothing new to train on: has the API changed its format?).
 - **train_and_log**: trains on every clean observation stored so far, logs an
   MLflow run (nested runs per candidate) with the model. A retry whose earlier
-  attempt finished its MLflow run on the same observations hands that run on.
+  attempt finished its MLflow run on the same observations and code hands that run on.
   Stopped after 30 minutes.
 - **register_and_promote**: registers `covertype` and moves the alias
   `production` when the new version beats or ties the current one on the

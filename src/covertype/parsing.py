@@ -47,7 +47,7 @@ class RejectedRow:
     """A raw row that could not be used, kept with where it was and why."""
 
     position: int
-    row: list[Any]
+    row: Any  # the row's fields, or what was sent in its place (not a list) as it was
     reason: RejectReason
     detail: str
 
@@ -129,16 +129,18 @@ def parse_features(raw_row: Sequence[Any]) -> dict[str, int | str]:
                 f"{column.name}: {value} is outside {column.minimum}..{column.maximum}",
             )
         features[column.name] = value
-    wilderness = str(raw_row[len(NUMERIC_COLUMNS)]).strip()
+    # The value as sent in the reason: a JSON null or a number must not read as the string "None" or "1".
+    raw_wilderness, raw_soil = raw_row[len(NUMERIC_COLUMNS)], raw_row[len(NUMERIC_COLUMNS) + 1]
+    wilderness = str(raw_wilderness).strip()
     if wilderness not in WILDERNESS_AREAS:
         raise RowError(
             RejectReason.UNKNOWN_CATEGORY,
-            f"{WILDERNESS_COLUMN}: {_shown(wilderness)} is not one of {', '.join(WILDERNESS_AREAS)}",
+            f"{WILDERNESS_COLUMN}: {_shown(raw_wilderness)} is not one of {', '.join(WILDERNESS_AREAS)}",
         )
     features[WILDERNESS_COLUMN] = wilderness
-    soil = str(raw_row[len(NUMERIC_COLUMNS) + 1]).strip()
+    soil = str(raw_soil).strip()
     if soil not in SOIL_CODES:
-        raise RowError(RejectReason.UNKNOWN_CATEGORY, f"{SOIL_COLUMN}: {_shown(soil)} is not a known ELU code")
+        raise RowError(RejectReason.UNKNOWN_CATEGORY, f"{SOIL_COLUMN}: {_shown(raw_soil)} is not a known ELU code")
     features[SOIL_COLUMN] = soil
     return features
 
@@ -205,9 +207,12 @@ def _as_fields(raw_row: Any) -> list[Any] | None:
 def _row_features(raw_row: Any) -> tuple[list[Any], dict[str, int | str]]:
     """The row's fields and its typed features, or ``RowError`` (the label is not read here)."""
     fields = _as_fields(raw_row)
-    if fields is None or len(fields) != len(RAW_COLUMNS):
-        count = "not a list" if fields is None else len(fields)
-        raise RowError(RejectReason.WRONG_FIELD_COUNT, f"expected {len(RAW_COLUMNS)} fields, got {count}")
+    if fields is None:
+        raise RowError(
+            RejectReason.WRONG_FIELD_COUNT, f"expected {len(RAW_COLUMNS)} fields, got {_shown(raw_row)} (not a list)"
+        )
+    if len(fields) != len(RAW_COLUMNS):
+        raise RowError(RejectReason.WRONG_FIELD_COUNT, f"expected {len(RAW_COLUMNS)} fields, got {len(fields)}")
     return fields, parse_features(fields)
 
 
@@ -234,7 +239,7 @@ def parse_payload_rows(raw_rows: Sequence[Any], collection_scheme: LabelScheme |
             label = parse_integer(LABEL_COLUMN, fields[-1])
         except RowError as error:
             kept = _as_fields(raw_row)
-            rejected.append(RejectedRow(position, kept if kept is not None else [raw_row], error.reason, error.detail))
+            rejected.append(RejectedRow(position, kept if kept is not None else raw_row, error.reason, error.detail))
             continue
         labelled.append((position, fields, features, label))
     scheme = detect_label_scheme([label for *_, label in labelled], collection_scheme)

@@ -289,12 +289,13 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
         engine.dispose()
     config = training.TrainingConfig.named(settings.training_profile)
     _configure_mlflow(settings)
-    data_digest = training.observations_digest(frame["row_hash"])
-    finished = tracking.find_finished_training(dag_run_id, data_digest, config.profile)
+    finished = tracking.find_finished_training(
+        dag_run_id, training.observations_digest(frame["row_hash"]), training.recipe_digest(config)
+    )
     if finished is not None:
         log.warning(
-            "an earlier attempt of DAG run %s finished MLflow run %s on these same %s observations (%s profile): "
-            "handed on as it is, no second training (trigger a new DAG run to train again)",
+            "an earlier attempt of DAG run %s finished MLflow run %s on these same %s observations with this same "
+            "code and %s profile: handed on as it is, no second training (it would fit the same model)",
             dag_run_id,
             finished.run_id,
             finished.rows_used,

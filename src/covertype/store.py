@@ -335,6 +335,11 @@ def collection_label_scheme(engine: Engine) -> LabelScheme | None:
 LOGGED_REJECTS = 5
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """MySQL's DATETIME keeps no zone (PyMySQL drops it): every stored time is UTC, as the UI says. Naive is UTC."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def append_fetch(
     engine: Engine,
     *,
@@ -369,7 +374,7 @@ def append_fetch(
                 dag_run_id=dag_run_id,
                 group_number=group_number,
                 batch_number=batch_number,
-                fetched_at=fetched_at or now,
+                fetched_at=_in_utc(fetched_at) if fetched_at else now,
                 stored_at=now,
                 label_scheme=parsed.label_scheme.value,
                 rows_received=len(raw_rows),
@@ -464,15 +469,36 @@ def _bounded_int(digits: str) -> int | str:
     return number if number in _JSON_INT_RANGE else digits
 
 
+# MariaDB's JSON columns refuse more than 32 levels of nesting (MySQL's, 100). A payload's fields sit at level 3,
+# and the copy kept in ``pending_payloads`` adds two.
+MAX_JSON_DEPTH = 16
+
+
 def strict_json(value: Any) -> Any:
     """``value`` as strict JSON values: what a malformed payload holds, made storable and passable on.
 
-    Python's JSON reader accepts NaN, Infinity and integers of any size; MySQL's
-    JSON type refuses them (one such row would roll back the whole fetch) and
-    so does the JSON encoder Airflow passes task results with. They become
-    strings (``"NaN"``, ``"Infinity"``, the digits); anything not JSON becomes its ``str``.
+    Python's JSON reader accepts NaN, Infinity, integers of any size, lone
+    surrogates (``"\\ud800"``) and nesting a hundred levels deep; MySQL's JSON
+    type refuses each of them (one such row would roll back the whole fetch, its
+    good rows too) and so does the JSON encoder Airflow passes task results with
+    for the first two. They become strings (``"NaN"``, ``"Infinity"``, the digits,
+    ``"?"`` for the surrogate, a note for what lies deeper than ``MAX_JSON_DEPTH``);
+    anything not JSON becomes its ``str``.
     """
-    return json.loads(json.dumps(value, default=str), parse_constant=str, parse_int=_bounded_int)
+    return json.loads(json.dumps(_bounded(value, 1), default=str), parse_constant=str, parse_int=_bounded_int)
+
+
+def _bounded(value: Any, depth: int) -> Any:
+    """``value`` with strings valid UTF-8 and containers no deeper than ``MAX_JSON_DEPTH``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict | list | tuple) and depth >= MAX_JSON_DEPTH:
+        return f"({type(value).__name__} nested deeper than {MAX_JSON_DEPTH} levels, not kept)"
+    if isinstance(value, dict):
+        return {_bounded(str(key), depth): _bounded(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded(item, depth + 1) for item in value]
+    return value
 
 
 # --------------------------------------------------------------------------- queries (pipeline and UI)

@@ -12,9 +12,9 @@
 - A training task first ends, as ``KILLED``, the pipeline's runs a killed attempt left ``RUNNING``
   (a killed process cannot end its own run): its own DAG run's, and another DAG run's open for longer
   than that task may run (``TRAINING_TIME_LIMIT``), so a live training beside it is left alone.
-- A finished run records what it handed on (tag ``trained_run``) and the digest of the rows it
-  trained on: a retry of a task whose earlier attempt finished logging reuses that run
-  (``find_finished_training``) instead of logging a second one.
+- A finished run records what it handed on (tag ``trained_run``) and the digests of the rows it
+  trained on and of its recipe: a retry of a task whose earlier attempt finished logging reuses
+  that run (``find_finished_training``) instead of logging a second one.
 
 Registration and the promotion decision are in ``covertype.promotion``.
 """
@@ -38,7 +38,9 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus, Metric
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from covertype.schema import FEATURE_COLUMNS, LABEL_COLUMN
 from covertype.training import (
@@ -47,6 +49,7 @@ from covertype.training import (
     confusion_figure,
     features_of,
     observations_digest,
+    recipe_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -55,9 +58,10 @@ log = logging.getLogger(__name__)
 # of another DAG run still open after this long belongs to no live attempt; a younger one may (a manual run
 # beside the schedule).
 TRAINING_TIME_LIMIT = timedelta(minutes=30)
-# Tags of a training run: the digest of the observations it was fitted on, and (set last, once everything
-# is logged) the ``TrainedRun`` it handed on, as JSON.
+# Tags of a training run: the digests of the observations it was fitted on and of its recipe, and (set last,
+# once everything is logged) the ``TrainedRun`` it handed on, as JSON.
 DATA_DIGEST_TAG = "training_data_sha256"
+RECIPE_DIGEST_TAG = "training_recipe_sha256"
 TRAINED_RUN_TAG = "trained_run"
 
 
@@ -151,34 +155,54 @@ def _log_run_metrics(run_id: str, metrics: dict[str, float]) -> None:
     MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
 
 
-def find_finished_training(dag_run_id: str, data_digest: str, profile: str) -> TrainedRun | None:
-    """The training run an earlier attempt of this DAG run finished on the same observations, if any.
+def find_finished_training(dag_run_id: str, data_digest: str, recipe_digest: str) -> TrainedRun | None:
+    """The training run an earlier attempt of this DAG run finished on the same rows with the same recipe, if any.
 
     An attempt can fail after its run finished (the result's hand-off to the next
     task, during an api-server restart); its retry, or the task cleared to run again,
-    would train the same rows again and leave a second finished run (and a second
-    pair of models) for the same DAG run. The newest such run is handed on instead.
-    Rows stored since (a manual run beside this one) change the digest: then it trains.
+    would train the same rows again into the same model (fits are seeded) and leave a
+    second finished run, and a second pair of models, for the same DAG run. The newest
+    such run whose two models are still there is handed on instead. Rows stored since
+    (another DAG run's) or an upgraded recipe (``training.recipe_digest``) change a
+    digest: then it trains.
     """
     finished = mlflow.search_runs(
         filter_string=(
             f"attributes.status = 'FINISHED' and tags.{DATA_DIGEST_TAG} = '{data_digest}' "
-            f"and tags.training_profile = '{profile}'"
+            f"and tags.{RECIPE_DIGEST_TAG} = '{recipe_digest}'"
         ),
         order_by=["attributes.start_time DESC"],
         output_format="list",
     )
+    known = {field.name for field in fields(TrainedRun)}
     # Compared here, not in the filter: a run id may hold any quote.
     for run in (run for run in finished if run.data.tags.get("dag_run_id") == dag_run_id):
         recorded = run.data.tags.get(TRAINED_RUN_TAG)
-        if recorded is None:  # a run of an older version of this code
+        if recorded is None:  # its attempt stopped before the end of logging
             continue
-        known = {field.name for field in fields(TrainedRun)}
-        return TrainedRun(**{key: value for key, value in json.loads(recorded).items() if key in known})
+        trained = TrainedRun(**{key: value for key, value in json.loads(recorded).items() if key in known})
+        if _models_ready(trained):
+            return trained
+        log.warning("MLflow run %s trained on these rows, but its models are gone: training again", run.info.run_id)
     return None
 
 
-def end_abandoned_runs(dag_run_id: str, now_ms: int | None = None) -> list[str]:
+def _models_ready(trained: TrainedRun) -> bool:
+    """Whether both logged models of a run can still be registered (not deleted, finished uploading)."""
+    client = MlflowClient()
+    for uri in (trained.model_uri, trained.holdout_model_uri):
+        try:
+            model = client.get_logged_model(uri.removeprefix("models:/"))
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            return False
+        if model.status != LoggedModelStatus.READY:
+            return False
+    return True
+
+
+def end_abandoned_runs(dag_run_id: str) -> list[str]:
     """End as ``KILLED`` the pipeline's training runs left ``RUNNING`` by an attempt that was killed.
 
     A task whose process died (out of memory, a missed heartbeat, the
@@ -191,8 +215,7 @@ def end_abandoned_runs(dag_run_id: str, now_ms: int | None = None) -> list[str]:
     A younger one may be live (``make dag-run`` beside the schedule) and is left
     alone. Runs without the tag (a notebook's) are never touched.
     """
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    oldest_live_start_ms = now_ms - int(TRAINING_TIME_LIMIT.total_seconds() * 1000)
+    oldest_live_start_ms = int((time.time() - TRAINING_TIME_LIMIT.total_seconds()) * 1000)
     # Without experiment ids, search_runs looks in the active experiment (the one ``configure`` set).
     open_runs = mlflow.search_runs(filter_string="attributes.status = 'RUNNING'", output_format="list")
     pipeline_runs = [run for run in open_runs if "dag_run_id" in run.data.tags]
@@ -246,6 +269,7 @@ def log_training(
         "batch_numbers": ",".join(str(number) for number in sorted(batch_numbers)),
         "training_profile": outcome.config.profile,
         DATA_DIGEST_TAG: observations_digest(outcome.split.all_rows["row_hash"]),
+        RECIPE_DIGEST_TAG: recipe_digest(outcome.config),
     }
     tags.update(extra_tags or {})
     end_abandoned_runs(dag_run_id)

@@ -34,7 +34,9 @@ the same functions serve the DAG, the benchmark and the tests.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -42,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import sklearn
 import skops.io
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
@@ -215,6 +218,19 @@ def observations_digest(row_hashes: Iterable[str]) -> str:
     training task uses it to recognise the run its earlier attempt finished.
     """
     return hashlib.sha256("\n".join(sorted(row_hashes)).encode()).hexdigest()
+
+
+def recipe_digest(config: TrainingConfig) -> str:
+    """SHA-256 of what decides the model besides its rows: this code, the features, the estimators, the
+    configuration and scikit-learn's version.
+
+    Fits are seeded (``random_state``), so the same rows and the same recipe give the same model: a retried
+    training task with both unchanged may hand on the run it finished before, and one after an upgrade
+    of any of them trains again.
+    """
+    modules = (sys.modules[__name__], sys.modules[DomainFeatures.__module__], sys.modules[AllCoverTypes.__module__])
+    parts = [inspect.getsource(module) for module in modules] + [repr(config), sklearn.__version__]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def evaluation_rows(frame: pd.DataFrame, config: TrainingConfig) -> pd.DataFrame:

@@ -32,7 +32,8 @@ def test_good_row_is_typed() -> None:
         (GOOD_ROW[:-1], RejectReason.WRONG_FIELD_COUNT, "got 12"),
         (GOOD_ROW[:3], RejectReason.WRONG_FIELD_COUNT, "got 3"),
         ([*GOOD_ROW, "x"], RejectReason.WRONG_FIELD_COUNT, "got 14"),
-        ("not a row", RejectReason.WRONG_FIELD_COUNT, "not a list"),
+        ("not a row", RejectReason.WRONG_FIELD_COUNT, "got 'not a row' (not a list)"),
+        (None, RejectReason.WRONG_FIELD_COUNT, "got None (not a list)"),
         (with_field("Slope", "steep"), RejectReason.NON_NUMERIC, "Slope"),
         (with_field("Elevation", "2596.5"), RejectReason.NON_NUMERIC, "not an integer"),
         (with_field("Elevation", "nan"), RejectReason.NON_NUMERIC, "Elevation"),
@@ -46,6 +47,9 @@ def test_good_row_is_typed() -> None:
         (with_field("Aspect", "-1"), RejectReason.OUT_OF_RANGE, "Aspect"),
         (with_field("Wilderness_Area", "Comanche"), RejectReason.UNKNOWN_CATEGORY, "Wilderness_Area"),
         (with_field("Soil_Type", "C9999"), RejectReason.UNKNOWN_CATEGORY, "Soil_Type: 'C9999'"),
+        # Quoted as sent: a JSON null or a number must not read as the strings 'None' or '7745'.
+        (with_field("Wilderness_Area", None), RejectReason.UNKNOWN_CATEGORY, "Wilderness_Area: None is not one of"),
+        (with_field("Soil_Type", 7745), RejectReason.UNKNOWN_CATEGORY, "Soil_Type: 7745 is not a known ELU code"),
         (with_field("Cover_Type", "8"), RejectReason.UNKNOWN_LABEL, "Cover_Type: 8"),
         (with_field("Cover_Type", "abc"), RejectReason.NON_NUMERIC, "Cover_Type"),
     ],
@@ -59,7 +63,7 @@ def test_every_reject_reason_keeps_row_position_and_the_good_rows(
     assert rejected.position == 1
     assert rejected.reason is reason
     assert detail_part in rejected.detail
-    assert rejected.row == (list(bad_row) if isinstance(bad_row, list) else [bad_row])
+    assert rejected.row == bad_row  # as sent, a row that is not a list too
 
 
 @pytest.mark.parametrize("column", ["Elevation", "Wilderness_Area", "Soil_Type"])

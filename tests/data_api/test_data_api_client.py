@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +93,24 @@ def test_rows_that_are_not_lists_are_rejected_one_by_one_and_the_good_rows_kept(
         (position, "wrong_field_count") for position in (1, 2, 3, 4)
     ]
     assert all("not a list" in rejected.detail for rejected in parsed.rejected)
+
+
+def test_a_lone_surrogate_in_one_field_loses_no_row_of_the_answer() -> None:
+    """Pydantic's JSON reader refuses the whole answer for it; Python's reads it, and the store makes it storable."""
+    odd_api = FastAPI()
+    answer = json.dumps({"group_number": 1, "batch_number": 1, "data": [GOOD_ROW, GOOD_ROW]})
+    body = answer.replace('"2596"', '"2596\\ud800"', 1)  # JSON's escape of a lone surrogate, in the first row
+
+    @odd_api.get("/data")
+    def data(group_number: int) -> Response:
+        return Response(body.encode(), media_type="application/json")
+
+    with serve_in_thread(odd_api) as base_url, DataApiClient(base_url, timeout_s=10) as client:
+        batch = client.fetch_batch(1)
+    parsed = parse_payload_rows(batch.data)
+    assert len(parsed.rows) == 1
+    [rejected] = parsed.rejected
+    assert (rejected.position, rejected.reason.value) == (0, "non_numeric")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -62,7 +63,7 @@ def test_malformed_payload_rejects_bad_rows_and_trains_on_the_good(
     rejected = store.rejected_rows(engine).sort_values("position")
     assert rejected["position"].tolist() == [200, 201, 202, 203, 404]
     assert rejected.iloc[1]["detail"].startswith("Wilderness_Area: 'Atlantis'")
-    assert rejected.iloc[4]["raw_row"] == [None]
+    assert rejected.iloc[4]["raw_row"] is None  # as sent
 
     with caplog.at_level(logging.INFO, logger="covertype"):
         trained = pipeline.train_and_log(settings, "manual__malformed")
@@ -380,11 +381,12 @@ def test_the_scores_belong_to_the_hold_out_model_and_its_evaluation_set_not_to_t
 
 
 def test_a_retry_after_the_training_run_finished_hands_that_run_on_instead_of_training_again(
-    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture
+    data_dir: Path, shared_rows: list[list[str]], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first attempt finished its MLflow run, then failed handing the result on: no second run, no second model.
 
-    Once more rows are stored (a manual run beside this one), the same DAG run's retry trains again.
+    With upgraded code, with the models gone, or with more rows stored (a manual run beside this one), the
+    same DAG run's retry trains again.
     """
     settings = _training_settings(data_dir)
     pipeline.store_batch(settings, "manual__1", _fetched(shared_rows[::20], batch=1))
@@ -395,11 +397,25 @@ def test_a_retry_after_the_training_run_finished_hands_that_run_on_instead_of_tr
 
     assert retried == first
     assert f"finished MLflow run {first['run_id']} on these same {first['rows_used']} observations" in caplog.text
+    assert retried["n_trees"] != 9  # the upgrade below is told by the model it fits
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment_name)
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.mlflow.runName = 'train manual__1'")
     assert [run.info.run_id for run in parents] == [first["run_id"]]
     assert len(client.search_logged_models([experiment.experiment_id])) == 2  # the served model and its twin
+
+    # Upgraded training code (here: another configuration; a changed source file or scikit-learn version
+    # changes the same digest) fits another model: it trains.
+    upgraded = training.TrainingConfig.fast()
+    monkeypatch.setattr(training.TrainingConfig, "fast", classmethod(lambda cls: replace(upgraded, n_estimators=9)))
+    after_upgrade = pipeline.train_and_log(settings, "manual__1")
+    assert after_upgrade["run_id"] != first["run_id"]
+    assert after_upgrade["n_trees"] == 9
+    monkeypatch.undo()
+
+    # Models deleted meanwhile (by hand, or a cleanup): the run cannot be registered, so it trains again.
+    client.delete_logged_model(first["holdout_model_uri"].removeprefix("models:/"))
+    assert pipeline.train_and_log(settings, "manual__1")["run_id"] not in {first["run_id"], after_upgrade["run_id"]}
 
     # Another run's rows are in the store now: the same DAG run trains on them.
     pipeline.store_batch(settings, "manual__2", _fetched(shared_rows[1::20], batch=2))

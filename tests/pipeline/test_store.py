@@ -111,7 +111,7 @@ def test_rejected_rows_are_stored_with_reasons_and_good_rows_kept(engine, shared
     assert rejected["position"].tolist() == [10, 11, 12, 13, 14]
     assert rejected.iloc[0]["raw_row"] == bad_number
     assert "Slope" in rejected.iloc[0]["detail"]
-    assert rejected.iloc[4]["raw_row"] == ["not a row"]
+    assert rejected.iloc[4]["raw_row"] == "not a row"  # as sent: ["not a row"] would be a one-field row
     assert store.rejects_by_reason(engine)["rows"].sum() == 5
     assert len(store.load_observations(engine)) == 10
 
@@ -145,6 +145,16 @@ def test_fetch_records_batch_time_counts_and_payload_hash(engine, shared_rows) -
     assert fetch["fetched_at"].replace(tzinfo=UTC) == fetched_at
     assert fetch["payload_sha256"] == store.payload_sha256(shared_rows[:5])
     assert store.payload_sha256(shared_rows[:5]) != store.payload_sha256(shared_rows[1:6])
+
+
+def test_a_fetch_time_in_another_zone_is_stored_as_utc(engine, shared_rows) -> None:
+    """MySQL's DATETIME (and SQLite's text) keep no zone: 12:00+02:00 stored as 12:00 would be shown as 12:00 UTC."""
+    fetched_at = datetime.fromisoformat("2026-05-01T12:00:00+02:00")
+    store.append_fetch(
+        engine, dag_run_id="run-9", group_number=4, batch_number=7, raw_rows=shared_rows[:5], fetched_at=fetched_at
+    )
+    stored = store.fetches_summary(engine).iloc[0]["fetched_at"]
+    assert stored.replace(tzinfo=UTC) == datetime(2026, 5, 1, 10, tzinfo=UTC)
 
 
 def test_class_distribution_and_hash_depends_on_label(engine, shared_rows) -> None:
@@ -221,6 +231,40 @@ def test_a_row_holding_nan_is_stored_as_strict_json(engine, shared_rows) -> None
         raise ValueError(f"not strict JSON: {constant}")
 
     assert json.loads(stored, parse_constant=refuse)[:2] == ["NaN", "Infinity"]
+
+
+def _nesting(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_nesting(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_nesting(item) for item in value.values()), default=0)
+    return 0
+
+
+def test_a_row_nested_too_deep_for_mysql_or_holding_a_lone_surrogate_is_stored_beside_the_good_rows(
+    engine, shared_rows
+) -> None:
+    """MariaDB's JSON columns refuse more than 32 levels, MySQL's more than 100, and neither stores a lone
+    surrogate in utf8mb4: stored as sent, one such row would roll back the payload's good rows with it."""
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    too_deep = [*shared_rows[0][:12], deep]
+    surrogate = ["2596\ud800", *shared_rows[1][1:]]  # a lone surrogate, as json.loads reads "\\ud800"
+
+    summary = _append(engine, "run-1", [*shared_rows[10:20], too_deep, surrogate])
+
+    assert (summary.rows_stored, summary.rows_rejected) == (10, 2)
+    rejected = store.rejected_rows(engine).sort_values("position")
+    assert _nesting(rejected.iloc[0]["raw_row"]) <= store.MAX_JSON_DEPTH
+    # The copy of the payload kept in pending_payloads (one level more) is bounded the same way.
+    assert _nesting(store.strict_json({"rows": [too_deep, surrogate]})) <= store.MAX_JSON_DEPTH
+    innermost = rejected.iloc[0]["raw_row"]
+    while isinstance(innermost, list):
+        innermost = innermost[-1]
+    assert innermost == f"(list nested deeper than {store.MAX_JSON_DEPTH} levels, not kept)"
+    assert rejected.iloc[1]["raw_row"][0] == "2596?"
+    rejected.iloc[1]["raw_row"][0].encode("utf-8")  # valid UTF-8: what a utf8mb4 column takes
 
 
 def test_a_stray_0_in_a_one_based_collection_is_rejected_not_a_reason_to_shift(engine, shared_rows) -> None:
