@@ -14,7 +14,7 @@ export COVERTYPE_CSV ?= $(abspath $(SHARED_DATA))/covertype.csv
 AIRFLOW_LOCAL := AIRFLOW_HOME=$(abspath .local/airflow) AIRFLOW__CORE__DAGS_FOLDER=$(abspath airflow/dags) \
 	AIRFLOW__CORE__LOAD_EXAMPLES=false PATH=$(abspath $(BIN)):$$PATH
 
-.PHONY: install test lint format data-api dag-run bench-quality bench-inference e2e screenshots lock clean
+.PHONY: install test lint format data-api dag-run bench-quality bench-inference e2e screenshots lock clean clean-data
 
 # A venv that failed half-way (Debian without python3.11-venv leaves bin/python but no pip) is
 # removed, so the next run starts over instead of taking it as done.
@@ -60,10 +60,13 @@ bench-inference: $(INSTALLED)
 	$(BIN)/python bench/inference.py
 
 e2e: $(INSTALLED) ## build and start the whole stack, check it through its public interfaces, tear it down
-	$(BIN)/pytest -m e2e tests/e2e -s
+	$(BIN)/pytest -m e2e tests/e2e -s -o timeout=0
 
 screenshots: $(INSTALLED)
 	$(BIN)/python -m tests.ui.screenshots
 
-clean:
-	rm -rf $(VENV) .local .pytest_cache .ruff_cache
+clean: ## the venv and tool caches (not your local data: see clean-data)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+clean-data: ## the local stores of make dag-run / make data-api under .local/ (Airflow DB, data DB, MLflow store)
+	rm -rf .local

@@ -12,18 +12,18 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_data_dir() -> Path:
-    """``../shared/data`` beside the checkout, or the folder of ``COVERTYPE_CSV`` when set."""
+def shared_csv() -> Path:
+    """``COVERTYPE_CSV`` as given, or ``covertype.csv`` in ``../shared/data`` beside the checkout."""
     configured = os.environ.get("COVERTYPE_CSV")
     if configured:
-        return Path(configured).resolve().parent
-    return (REPO_ROOT.parent / "shared" / "data").resolve()
+        return Path(configured).resolve()
+    return (REPO_ROOT.parent / "shared" / "data" / "covertype.csv").resolve()
 
 
 @pytest.fixture(scope="session")
 def covertype_csv() -> Path:
     """The shared raw-format dataset (15,120 rows); tests never copy it into the repo."""
-    path = shared_data_dir() / "covertype.csv"
+    path = shared_csv()
     if not path.is_file():
         pytest.fail(f"shared dataset not found at {path}: set COVERTYPE_CSV or check out ../shared beside the repo")
     return path

@@ -335,6 +335,10 @@ def collection_label_scheme(engine: Engine) -> LabelScheme | None:
 LOGGED_REJECTS = 5
 
 
+# A write that meets another DAG run's concurrent insert of the same observations is tried once more.
+WRITE_ATTEMPTS = 2
+
+
 def _in_utc(moment: datetime) -> datetime:
     """MySQL's DATETIME keeps no zone (PyMySQL drops it): every stored time is UTC, as the UI says. Naive is UTC."""
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -366,7 +370,8 @@ def append_fetch(
     counts = Counter(hashes)
     records_by_hash = dict(zip(hashes, parsed.rows, strict=True))
     now = datetime.now(UTC)
-    try:
+
+    def write() -> FetchSummary:
         with Session(engine) as session, session.begin():
             known = _known_hashes(session, list(counts))
             new_hashes = [hash_ for hash_ in counts if hash_ not in known]
@@ -421,13 +426,25 @@ def append_fetch(
             # Stored now: the copy its fetch step kept goes in the same transaction.
             session.execute(delete(PendingPayload).where(PendingPayload.dag_run_id == dag_run_id))
             session.flush()
-            summary = _summary_of(session, fetch, already_stored=False)
-    except IntegrityError:
-        # A concurrent attempt of the same DAG run committed first: report its fetch.
-        concurrent = find_fetch(engine, dag_run_id)
-        if concurrent is None:
-            raise
-        return concurrent
+            return _summary_of(session, fetch, already_stored=False)
+
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            summary = write()
+            break
+        except IntegrityError:
+            concurrent = find_fetch(engine, dag_run_id)
+            if concurrent is not None:  # a concurrent attempt of the same DAG run committed first: its fetch
+                return concurrent
+            if attempt == WRITE_ATTEMPTS:
+                raise
+            # Another DAG run (``make dag-run`` beside the schedule) committed some of these observations
+            # between the look-up and the insert: written again, they are repeats.
+            log.warning(
+                "another fetch stored some of the same observations at the same moment: storing DAG run %s's "
+                "payload again",
+                dag_run_id,
+            )
     log.info(
         "stored fetch %s of DAG run %s: group %s batch %s, %s rows received, %s new, %s duplicate, %s rejected%s; "
         "labels read as %s",

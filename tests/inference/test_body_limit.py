@@ -118,10 +118,9 @@ def test_a_real_server_refuses_large_bodies_unread_and_keeps_answering(
     record = record_of(shared_frame, 0)
     with running_server(create_app(serving_store.store.settings(predict_max_instances=50))) as port:
         head = b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        # 500 MB announced, 64 KiB sent: the answer comes at once, without waiting for (or reading) the rest.
-        started = time.perf_counter()
+        # 500 MB announced, 64 KiB sent: the answer comes without waiting for (or reading) the rest (a server
+        # that waited would leave the socket's read timeout to fail the exchange).
         answer = exchange(port, head + b"Content-Length: 500000000\r\n\r\n" + b" " * 65536)
-        assert time.perf_counter() - started < 10
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"detail": DETAIL_AT_50}
         assert b"\r\nconnection: close\r\n" in answer.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"

@@ -63,6 +63,34 @@ def test_an_attempt_that_loses_the_race_to_a_concurrent_one_reports_its_fetch(
     assert store.table_counts(engine) == counts
 
 
+def test_observations_another_run_stores_at_the_same_moment_become_repeats_not_a_failed_store(
+    engine, shared_rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two DAG runs (``make dag-run`` beside the schedule) store overlapping payloads at once: between one's look-up
+    of the known hashes and its insert, the other commits some of the same observations."""
+    other_writer = store.make_engine(engine.url.render_as_string(hide_password=False))
+    injected: list[str] = []
+
+    def commit_the_other_run_first(conn, cursor, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO fetches") and not injected:
+            injected.append(statement)
+            _append(other_writer, "run-other", shared_rows[20:60])  # overlaps this run's on shared_rows[20:40]
+
+    event.listen(engine, "before_cursor_execute", commit_the_other_run_first)
+    try:
+        with caplog.at_level(logging.WARNING, logger="covertype.store"):
+            summary = _append(engine, "run-1", shared_rows[:40])
+    finally:
+        event.remove(engine, "before_cursor_execute", commit_the_other_run_first)
+        other_writer.dispose()
+
+    assert injected
+    assert "another fetch stored some of the same observations at the same moment" in caplog.text
+    assert (summary.rows_stored, summary.rows_duplicate) == (20, 20)
+    assert store.count_observations(engine) == 60
+    assert store.repeat_counts(engine).set_index("times_seen")["observations"].to_dict() == {1: 40, 2: 20}
+
+
 def test_run_ids_that_differ_only_in_case_are_two_runs(engine, shared_rows) -> None:
     _append(engine, "run-1", shared_rows[:10])
     assert _append(engine, "Run-1", shared_rows[10:20]).already_stored is False
