@@ -512,6 +512,13 @@ class ModelHolder:
                     f"downloaded: {type(error).__name__}: {error}",
                     no_files=_means_no_files(error) or self._lists_no_files(artifact_uri),
                 ) from error
+            if not any(path.is_file() for path in local_path.rglob("*")):
+                # A store that lists a deleted version's folder as empty (rather than failing the download).
+                raise ArtifactDownloadError(
+                    f"the files of version {version} of registered model '{self.model_name}' could not be "
+                    f"downloaded: the store holds no files at {public_url(artifact_uri)}",
+                    no_files=True,
+                )
             artifact_bytes = _directory_bytes(local_path)
             # Checked before anything is deserialized: the model's own MLmodel must not choose pickle or extra
             # trusted types.

@@ -212,6 +212,29 @@ def test_files_missing_at_several_checks_in_a_row_are_said_to_be_perhaps_deleted
         assert client.get("/model").json()["version"] == second.version
 
 
+def test_a_version_whose_folder_the_store_lists_empty_is_said_to_be_perhaps_deleted_not_unloadable(
+    store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline
+) -> None:
+    """Some stores answer a deleted version's download with an empty folder instead of an error: that is the
+    files gone (or not there yet), not a version that does not load."""
+    first = register_pipeline(store.tracking_uri, model_a, shared_frame, artifact_root=store.artifact_root)
+    with checked_client(create_app(store.settings())) as client:
+        before = set(store.artifact_root.rglob("model.skops"))
+        second = register_pipeline(store.tracking_uri, model_b, shared_frame, artifact_root=store.artifact_root)
+        (model_file,) = set(store.artifact_root.rglob("model.skops")) - before
+        for path in sorted(model_file.parent.rglob("*"), reverse=True):  # the folder stays, empty
+            path.unlink() if path.is_file() else path.rmdir()
+
+        reloads = [client.post("/model/reload").json() for _ in range(3)]
+
+    assert {(reload["swapped"], reload["registry_state"]) for reload in reloads} == {(False, "artifacts_unreachable")}
+    last = reloads[-1]["registry_message"]
+    assert f"the files of version {second.version} of registered model 'covertype' could not be downloaded" in last
+    assert "the store holds no files at" in last
+    assert "may have been deleted for good" in last
+    assert last.endswith(f"still serving version {first.version}")
+
+
 def test_files_a_proxying_server_answers_500_for_are_taken_as_gone_only_when_the_store_lists_none(
     store: Store, shared_frame: pd.DataFrame, model_a: Pipeline, model_b: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
