@@ -8,7 +8,9 @@ Duration and peak memory are printed at the end (the figures CI reports).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +22,31 @@ import pytest
 from tests.e2e.stack import REPO_ROOT, Compose, MemorySampler
 
 PROJECT = os.environ.get("E2E_PROJECT", "forest-cover-e2e")
+
+
+def users_projects() -> set[str]:
+    """Project names a user's own stack runs under: docker-compose.yml's `name:`, and
+    COMPOSE_PROJECT_NAME when set. The e2e starts and ends with `down -v`, which would delete
+    that stack's volumes (the collected data, MLflow's runs, the models)."""
+    compose_file = REPO_ROOT / "docker-compose.yml"
+    match = re.search(r"^name:\s*['\"]?([\w.-]+)", compose_file.read_text(), flags=re.MULTILINE)
+    if match is None:
+        pytest.fail(f"{compose_file} has no top-level `name:`: cannot tell the user's project from the e2e's")
+    names = {match.group(1)}
+    if os.environ.get("COMPOSE_PROJECT_NAME"):
+        names.add(os.environ["COMPOSE_PROJECT_NAME"])
+    return names
+
+
+def refuse_users_project(project: str) -> None:
+    """Fail before any compose command when ``project`` could be a user's real stack."""
+    if project in users_projects():
+        pytest.fail(
+            f"E2E_PROJECT={project!r} is the name a user's own stack runs under; the e2e runs `down -v` on "
+            "its project and would delete that stack's volumes. Choose another name (default forest-cover-e2e)."
+        )
+
+
 # Host ports far from the defaults, so the e2e stack never collides with a stack (or a
 # `make data-api`) a developer runs on the defaults.
 PORTS = {
@@ -126,9 +153,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 _FAILED = pytest.StashKey[list[str]]()
 
 
+def output_shown(request: pytest.FixtureRequest) -> contextlib.AbstractContextManager[None]:
+    """Stdout goes to the terminal inside this block even when pytest captures it (no ``-s``).
+
+    ``make e2e`` passes ``-s``; a bare ``pytest -m e2e`` does not, and a cold build's progress
+    would then be held back until the end. The capture manager's switch is what ``capsys.disabled()``
+    uses, and a module-scoped fixture cannot take the function-scoped ``capsys``.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    return capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext()
+
+
+def tear_down(compose: Compose, sampler: MemorySampler, *, print_logs: bool, started: float) -> None:
+    """Failure logs, then the sampler, then `down -v`: each step runs even if one before it raised.
+
+    `down -v` must run whatever happened (a `logs` call can time out), and its own failure must
+    not pass silently: containers and volumes left behind break the next run's clean slate.
+    """
+    down: subprocess.CompletedProcess[str]
+    try:
+        if print_logs:
+            print_failure_logs(compose)
+    finally:
+        try:
+            sampler.stop()
+        finally:
+            down = compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
+            print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")
+    if down.returncode != 0:
+        pytest.fail(
+            f"teardown: `docker compose -p {compose.project} down -v` exited {down.returncode}; containers or "
+            f"volumes may be left behind\n--- stderr ---\n{down.stderr[-4000:]}"
+        )
+
+
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     started = time.monotonic()
+    refuse_users_project(PROJECT)
     ensure_docker()
     csv = shared_csv()
     compose = Compose(PROJECT, _overrides(csv))
@@ -137,20 +199,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     compose.run("down", "-v", "--remove-orphans", timeout_s=300)
     sampler.start()
     try:
-        print(f"\n[e2e] building and starting {PROJECT} (bounded by {UP_TIMEOUT_S} s)")
+        print(f"\n[e2e] building and starting {PROJECT} (bounded by {UP_TIMEOUT_S} s)", flush=True)
         t0 = time.monotonic()
         try:
-            compose.run(
-                "up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 60
-            )
+            with output_shown(request):
+                compose.stream(
+                    "up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 60
+                )
         except AssertionError:
             print_failure_logs(compose)
             raise
         print(f"[e2e] stack healthy after {time.monotonic() - t0:.0f} s")
         yield Stack(compose, csv)
     finally:
-        if request.session.stash.get(_FAILED, []):
-            print_failure_logs(compose)
-        sampler.stop()
-        compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
-        print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")
+        tear_down(compose, sampler, print_logs=bool(request.session.stash.get(_FAILED, [])), started=started)

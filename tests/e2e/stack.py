@@ -7,6 +7,8 @@ what it waited for when it gives up.
 
 from __future__ import annotations
 
+import collections
+import http.client
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -28,18 +30,38 @@ class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message names the condition and the last observation."""
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 5.0) -> T:
-    """Call ``probe`` until it returns something other than None (or falsy), at most ``timeout_s``.
+class NotReady(Exception):
+    """Raised by a probe for an answer that means "not yet" (a 503 while a model loads, say).
 
-    Exceptions from ``probe`` count as "not yet" (services restart, ports open late), but the
-    last one is reported if the wait runs out, so a timeout still explains itself.
+    A probe may also return a falsy value; raising lets it say why, which a timeout reports.
+    """
+
+
+# What a wait retries: the service is not listening yet, restarts, or answers too slowly, or a
+# probe said "not yet". Anything else (a KeyError in a probe, a 401, a failed assertion) is a
+# defect or a real answer, and waiting longer would only hide it behind a timeout.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    NotReady,
+    urllib.error.URLError,  # connection refused, DNS, and read timeouts wrapped by urlopen
+    ConnectionError,  # reset, refused, aborted while reading an answer
+    TimeoutError,  # a socket timeout outside urlopen's wrapping
+    http.client.HTTPException,  # the server hung up mid-answer (RemoteDisconnected, IncompleteRead)
+)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 5.0) -> T:
+    """Call ``probe`` until it returns something truthy, at most ``timeout_s``.
+
+    Only ``RETRYABLE`` exceptions count as "not yet" (services restart, ports open late); the
+    last one is reported if the wait runs out, so a timeout still explains itself. Any other
+    exception is raised at once: a probe bug or a refusal must not burn the whole timeout.
     """
     deadline = time.monotonic() + timeout_s
     last: object = None
     while True:
         try:
             result = probe()
-        except Exception as exc:  # remembered, reported on timeout
+        except RETRYABLE as exc:  # remembered, reported on timeout
             last = exc
         else:
             if result:
@@ -111,6 +133,47 @@ class Compose:
             )
         return result
 
+    def stream(self, *args: str, timeout_s: float) -> None:
+        """Run a compose command with its output printed line by line as it comes, for long builds.
+
+        The caller must make sure pytest does not capture stdout (``-s``, or capture disabled): a
+        cold build takes many minutes, and a CI log that shows nothing meanwhile looks hung. On a
+        non-zero exit the last lines are repeated in the failure, so it explains itself even
+        where the streamed output is far above.
+        """
+        command = ["docker", "compose", "-p", self.project, "--progress", "plain", *args]
+        tail: collections.deque[str] = collections.deque(maxlen=80)
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+
+        def pump(output: IO[str]) -> None:
+            for line in output:
+                tail.append(line)
+                print(line, end="", flush=True)
+
+        if process.stdout is None:  # cannot happen with stdout=PIPE; says so instead of a bare assert
+            raise RuntimeError(f"`{' '.join(command)}` started without an output pipe")
+        # A thread reads, so the main thread can bound the wait even if compose goes silent.
+        reader = threading.Thread(target=pump, args=(process.stdout,), name="compose-output", daemon=True)
+        reader.start()
+        try:
+            returncode = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            process.kill()
+            process.wait()
+            raise WaitTimeout(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
+        finally:
+            reader.join(timeout=30)
+        if returncode != 0:
+            raise AssertionError(f"`{' '.join(command)}` exited {returncode}; its last lines:\n{''.join(tail)}")
+
     def services(self) -> list[dict[str, Any]]:
         """`docker compose ps -a` as dicts (Service, State, Health, ExitCode)."""
         out = self.run("ps", "-a", "--format", "json", timeout_s=60).stdout.strip()
@@ -126,8 +189,14 @@ class Compose:
         out = self.run("exec", "-T", service, "sh", "-c", script, sql, timeout_s=60).stdout
         return [line.split("\t") for line in out.splitlines() if line.strip()]
 
-    def logs(self, services: Sequence[str], tail: int = 150) -> str:
-        return self.run("logs", "--no-color", "--tail", str(tail), *services, timeout_s=60, check=False).stdout
+    def logs(self, services: Sequence[str], tail: int | None = 150) -> str:
+        """The services' last ``tail`` log lines (``None``: the whole log, as far as rotation kept it).
+
+        A failing `docker compose logs` raises: an empty string would read as "the line is not
+        in the log" to a check, and as "nothing logged" to someone reading a failure.
+        """
+        lines = "all" if tail is None else str(tail)
+        return self.run("logs", "--no-color", "--tail", lines, *services, timeout_s=120).stdout
 
 
 _SIZE = re.compile(r"([\d.]+)\s*([KMGT]?i?B)")
