@@ -60,7 +60,7 @@ bench-inference: $(INSTALLED)
 	$(BIN)/python bench/inference.py
 
 e2e: $(INSTALLED) ## build and start the whole stack, check it through its public interfaces, tear it down
-	$(BIN)/pytest -m e2e tests/e2e -s -o timeout=0
+	$(BIN)/pytest -m e2e tests/e2e -s
 
 screenshots: $(INSTALLED)
 	$(BIN)/python -m tests.ui.screenshots

@@ -55,10 +55,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from covertype.parsing import OVERRIDE_SHARE, LabelScheme, parse_payload_rows
+from covertype.parsing import OVERRIDE_SHARE, LabelScheme, ParsedPayload, parse_payload_rows
 from covertype.schema import COVER_TYPE_NAMES, FEATURE_COLUMNS, LABEL_COLUMN, NUMERIC_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
@@ -339,6 +339,22 @@ LOGGED_REJECTS = 5
 WRITE_ATTEMPTS = 2
 
 
+# MySQL's "deadlock found" and "lock wait timeout": what two transactions inserting overlapping rows may get.
+_MYSQL_LOCK_ERRORS = (1213, 1205)
+
+
+def _met_a_concurrent_insert(error: IntegrityError | OperationalError) -> bool:
+    """Whether a failed write collided with another transaction's observations (worth one more try).
+
+    A duplicate row hash, or a MySQL deadlock or lock timeout; any other integrity error (a bug) or
+    operational error (the server gone) is raised as it is.
+    """
+    if isinstance(error, IntegrityError):
+        return "row_hash" in str(error.orig)
+    code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return code in _MYSQL_LOCK_ERRORS
+
+
 def _in_utc(moment: datetime) -> datetime:
     """MySQL's DATETIME keeps no zone (PyMySQL drops it): every stored time is UTC, as the UI says. Naive is UTC."""
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -364,14 +380,15 @@ def append_fetch(
     if existing is not None:
         log.info("fetch of DAG run %s already stored (fetch id %s): nothing written", dag_run_id, existing.fetch_id)
         return existing
-    collection_scheme = collection_label_scheme(engine)
-    parsed = parse_payload_rows(raw_rows, collection_scheme)
-    hashes = [row_hash(record) for record in parsed.rows]
-    counts = Counter(hashes)
-    records_by_hash = dict(zip(hashes, parsed.rows, strict=True))
     now = datetime.now(UTC)
 
-    def write() -> FetchSummary:
+    def write() -> tuple[FetchSummary, ParsedPayload, LabelScheme | None]:
+        # Read and parsed again on a second attempt: the concurrent fetch may have been the collection's first.
+        collection_scheme = collection_label_scheme(engine)
+        parsed = parse_payload_rows(raw_rows, collection_scheme)
+        hashes = [row_hash(record) for record in parsed.rows]
+        counts = Counter(hashes)
+        records_by_hash = dict(zip(hashes, parsed.rows, strict=True))
         with Session(engine) as session, session.begin():
             known = _known_hashes(session, list(counts))
             new_hashes = [hash_ for hash_ in counts if hash_ not in known]
@@ -426,17 +443,17 @@ def append_fetch(
             # Stored now: the copy its fetch step kept goes in the same transaction.
             session.execute(delete(PendingPayload).where(PendingPayload.dag_run_id == dag_run_id))
             session.flush()
-            return _summary_of(session, fetch, already_stored=False)
+            return _summary_of(session, fetch, already_stored=False), parsed, collection_scheme
 
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            summary = write()
+            summary, parsed, collection_scheme = write()
             break
-        except IntegrityError:
-            concurrent = find_fetch(engine, dag_run_id)
+        except (IntegrityError, OperationalError) as error:
+            concurrent = find_fetch(engine, dag_run_id) if isinstance(error, IntegrityError) else None
             if concurrent is not None:  # a concurrent attempt of the same DAG run committed first: its fetch
                 return concurrent
-            if attempt == WRITE_ATTEMPTS:
+            if attempt == WRITE_ATTEMPTS or not _met_a_concurrent_insert(error):
                 raise
             # Another DAG run (``make dag-run`` beside the schedule) committed some of these observations
             # between the look-up and the insert: written again, they are repeats.

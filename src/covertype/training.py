@@ -222,14 +222,15 @@ def observations_digest(row_hashes: Iterable[str]) -> str:
 
 def recipe_digest(config: TrainingConfig) -> str:
     """SHA-256 of what decides the model besides its rows: this code, the features, the estimators, the
-    configuration and scikit-learn's version.
+    schema, the configuration and scikit-learn's version.
 
     Fits are seeded (``random_state``), so the same rows and the same recipe give the same model: a retried
     training task with both unchanged may hand on the run it finished before, and one after an upgrade
     of any of them trains again.
     """
-    modules = (sys.modules[__name__], sys.modules[DomainFeatures.__module__], sys.modules[AllCoverTypes.__module__])
-    parts = [inspect.getsource(module) for module in modules] + [repr(config), sklearn.__version__]
+    # The schema too: the categories the one-hot columns and the classes come from.
+    names = (__name__, DomainFeatures.__module__, AllCoverTypes.__module__, "covertype.schema")
+    parts = [inspect.getsource(sys.modules[name]) for name in names] + [repr(config), sklearn.__version__]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

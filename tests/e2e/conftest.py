@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import REPO_ROOT, Compose, MemorySampler
+from tests.e2e.stack import REPO_ROOT, Compose, ComposeError, MemorySampler
 
 PROJECT = os.environ.get("E2E_PROJECT", "forest-cover-e2e")
 
@@ -127,7 +127,7 @@ def print_failure_logs(compose: Compose) -> None:
     """Logs of every service that is not healthy (or, for one-shots, did not exit 0)."""
     try:
         services = compose.services()
-    except AssertionError as exc:
+    except ComposeError as exc:
         print(f"[e2e] cannot list services: {exc}")
         return
     failing = []
@@ -170,7 +170,6 @@ def tear_down(compose: Compose, sampler: MemorySampler, *, print_logs: bool, sta
     `down -v` must run whatever happened (a `logs` call can time out), and its own failure must
     not pass silently: containers and volumes left behind break the next run's clean slate.
     """
-    down: subprocess.CompletedProcess[str]
     try:
         if print_logs:
             print_failure_logs(compose)
@@ -180,11 +179,12 @@ def tear_down(compose: Compose, sampler: MemorySampler, *, print_logs: bool, sta
         finally:
             down = compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
             print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")
-    if down.returncode != 0:
-        pytest.fail(
-            f"teardown: `docker compose -p {compose.project} down -v` exited {down.returncode}; containers or "
-            f"volumes may be left behind\n--- stderr ---\n{down.stderr[-4000:]}"
-        )
+            if down.returncode != 0:
+                # Failed here, inside the finally: an error of an earlier step must not hide this one.
+                pytest.fail(
+                    f"teardown: `docker compose -p {compose.project} down -v` exited {down.returncode}; containers "
+                    f"or volumes may be left behind\n--- stderr ---\n{down.stderr[-4000:]}"
+                )
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
                 compose.stream(
                     "up", "-d", "--build", "--wait", "--wait-timeout", str(UP_TIMEOUT_S), timeout_s=UP_TIMEOUT_S + 60
                 )
-        except AssertionError:
+        except ComposeError:
             print_failure_logs(compose)
             raise
         print(f"[e2e] stack healthy after {time.monotonic() - t0:.0f} s")

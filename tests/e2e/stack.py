@@ -30,6 +30,14 @@ class WaitTimeout(AssertionError):
     """A bounded wait ran out; the message names the condition and the last observation."""
 
 
+class ComposeError(Exception):
+    """A `docker compose` command exited non-zero or ran out of time.
+
+    Inside a wait it is "not yet" (one slow `exec` while training loads both cores, a container
+    restarting); outside one it fails the test with the command's output.
+    """
+
+
 class NotReady(Exception):
     """Raised by a probe for an answer that means "not yet" (a 503 while a model loads, say).
 
@@ -42,6 +50,7 @@ class NotReady(Exception):
 # defect or a real answer, and waiting longer would only hide it behind a timeout.
 RETRYABLE: tuple[type[BaseException], ...] = (
     NotReady,
+    ComposeError,
     urllib.error.URLError,  # connection refused, DNS, and read timeouts wrapped by urlopen
     ConnectionError,  # reset, refused, aborted while reading an answer
     TimeoutError,  # a socket timeout outside urlopen's wrapping
@@ -125,9 +134,9 @@ class Compose:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise WaitTimeout(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
+            raise ComposeError(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
         if check and result.returncode != 0:
-            raise AssertionError(
+            raise ComposeError(
                 f"`{' '.join(command)}` exited {result.returncode}\n"
                 f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
             )
@@ -168,11 +177,15 @@ class Compose:
         except subprocess.TimeoutExpired as exc:
             process.kill()
             process.wait()
-            raise WaitTimeout(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
+            raise ComposeError(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
+        except BaseException:  # Ctrl-C or pytest-timeout: compose must not go on building behind the teardown
+            process.kill()
+            process.wait()
+            raise
         finally:
             reader.join(timeout=30)
         if returncode != 0:
-            raise AssertionError(f"`{' '.join(command)}` exited {returncode}; its last lines:\n{''.join(tail)}")
+            raise ComposeError(f"`{' '.join(command)}` exited {returncode}; its last lines:\n{''.join(tail)}")
 
     def services(self) -> list[dict[str, Any]]:
         """`docker compose ps -a` as dicts (Service, State, Health, ExitCode)."""
