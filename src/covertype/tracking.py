@@ -205,6 +205,9 @@ def _models_ready(trained: TrainedRun) -> bool:
 def end_abandoned_runs(dag_run_id: str) -> list[str]:
     """End as ``KILLED`` the pipeline's training runs left ``RUNNING`` by an attempt that was killed.
 
+    A run whose ``trained_run`` tag was set (everything logged, only ending it failed) is ended as
+    ``FINISHED`` instead.
+
     A task whose process died (out of memory, a missed heartbeat, the
     scheduler restarted) cannot end its own MLflow runs: they stay ``RUNNING``
     forever and look like a training still in progress. An attempt starts only
@@ -226,8 +229,19 @@ def end_abandoned_runs(dag_run_id: str) -> list[str]:
     ]
     client = MlflowClient()
     for run in abandoned:
-        client.set_terminated(run.info.run_id, status="KILLED")
         owner = run.data.tags["dag_run_id"]
+        if TRAINED_RUN_TAG in run.data.tags:
+            # Everything was logged (the tag is set last): only ending the run failed, a tracking-server
+            # blip at that moment. Finished, it can be handed on (find_finished_training) instead of redone.
+            client.set_terminated(run.info.run_id, status="FINISHED")
+            log.warning(
+                "ended MLflow run %s (%s) of %s as FINISHED: its attempt logged everything but could not end it",
+                run.info.run_id,
+                run.info.run_name,
+                "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
+            )
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
         log.warning(
             "ended MLflow run %s (%s) as KILLED: left open by a killed attempt of %s",
             run.info.run_id,

@@ -404,6 +404,12 @@ def test_a_retry_after_the_training_run_finished_hands_that_run_on_instead_of_tr
     assert [run.info.run_id for run in parents] == [first["run_id"]]
     assert len(client.search_logged_models([experiment.experiment_id])) == 2  # the served model and its twin
 
+    # The attempt logged everything, then could not end the run (a tracking-server blip): it is ended as
+    # FINISHED and handed on, not ended as KILLED and redone.
+    client.update_run(first["run_id"], status="RUNNING")
+    assert pipeline.train_and_log(settings, "manual__1") == first
+    assert client.get_run(first["run_id"]).info.status == "FINISHED"
+
     # Upgraded training code (here: another configuration; a changed source file or scikit-learn version
     # changes the same digest) fits another model: it trains.
     upgraded = training.TrainingConfig.fast()
