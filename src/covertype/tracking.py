@@ -240,6 +240,7 @@ def end_abandoned_runs(dag_run_id: str) -> list[str]:
                 run.info.run_name,
                 "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
             )
+            _fail_pending_models(client, run)  # none normally: both models were READY before the tag
             continue
         client.set_terminated(run.info.run_id, status="KILLED")
         log.warning(

@@ -170,21 +170,32 @@ def tear_down(compose: Compose, sampler: MemorySampler, *, print_logs: bool, sta
     `down -v` must run whatever happened (a `logs` call can time out), and its own failure must
     not pass silently: containers and volumes left behind break the next run's clean slate.
     """
-    try:
-        if print_logs:
-            print_failure_logs(compose)
-    finally:
+    # The first error of a step (a Ctrl-C too) is remembered and raised at the end, after `down -v`;
+    # a failing `down -v` is the error only when nothing failed before it, else it is printed beside.
+    earlier: BaseException | None = None
+    for step in (lambda: print_failure_logs(compose) if print_logs else None, sampler.stop):
         try:
-            sampler.stop()
-        finally:
-            down = compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
-            print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")
-            if down.returncode != 0:
-                # Failed here, inside the finally: an error of an earlier step must not hide this one.
-                pytest.fail(
-                    f"teardown: `docker compose -p {compose.project} down -v` exited {down.returncode}; containers "
-                    f"or volumes may be left behind\n--- stderr ---\n{down.stderr[-4000:]}"
-                )
+            step()
+        except BaseException as exc:
+            earlier = earlier or exc
+    left_behind = "containers or volumes may be left behind"
+    message: str | None = None
+    try:
+        down = compose.run("down", "-v", "--remove-orphans", timeout_s=300, check=False)
+        if down.returncode != 0:
+            message = (
+                f"teardown: `docker compose -p {compose.project} down -v` exited {down.returncode} ({left_behind})"
+                f"\n--- stderr ---\n{down.stderr[-4000:]}"
+            )
+    except ComposeError as exc:  # it ran out of time
+        message = f"teardown: {exc} ({left_behind})"
+    print(f"\n[e2e] total duration {time.monotonic() - started:.0f} s; {sampler.report()}")
+    if message is not None:
+        if earlier is None:
+            pytest.fail(message)
+        print(f"[e2e] {message}")
+    if earlier is not None:
+        raise earlier
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,20 @@ class WaitTimeout(AssertionError):
 
 
 class ComposeError(Exception):
-    """A `docker compose` command exited non-zero or ran out of time.
+    """A `docker compose` command exited non-zero: the test fails with the command's output."""
+
+
+class ComposeUnavailable(ComposeError):
+    """A compose command that ran out of time, or found its container or database not there yet.
 
     Inside a wait it is "not yet" (one slow `exec` while training loads both cores, a container
-    restarting); outside one it fails the test with the command's output.
+    restarting); anything else a command says (an SQL error, a missing service) fails at once.
     """
+
+
+# What a failed `docker compose exec` prints when the container or the MySQL server is not there yet:
+# "is not running" / "is restarting", and the client's 2002, 2003 and 2013 (cannot connect, lost connection).
+_NOT_THERE_YET = re.compile(r"is not running|is restarting|ERROR 20(02|03|13)")
 
 
 class NotReady(Exception):
@@ -50,7 +59,7 @@ class NotReady(Exception):
 # defect or a real answer, and waiting longer would only hide it behind a timeout.
 RETRYABLE: tuple[type[BaseException], ...] = (
     NotReady,
-    ComposeError,
+    ComposeUnavailable,
     urllib.error.URLError,  # connection refused, DNS, and read timeouts wrapped by urlopen
     ConnectionError,  # reset, refused, aborted while reading an answer
     TimeoutError,  # a socket timeout outside urlopen's wrapping
@@ -77,7 +86,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
                 return result
             last = result
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}")
+            # From the last error, if it was one: pytest then shows where in the probe it came from.
+            raise WaitTimeout(f"timed out after {timeout_s:.0f} s waiting for {what}; last: {last!r}") from (
+                last if isinstance(last, BaseException) else None
+            )
         time.sleep(interval_s)
 
 
@@ -134,9 +146,10 @@ class Compose:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise ComposeError(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
+            raise ComposeUnavailable(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
         if check and result.returncode != 0:
-            raise ComposeError(
+            error = ComposeUnavailable if _NOT_THERE_YET.search(result.stderr) else ComposeError
+            raise error(
                 f"`{' '.join(command)}` exited {result.returncode}\n"
                 f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-4000:]}"
             )
@@ -178,7 +191,7 @@ class Compose:
             process.kill()
             process.wait()
             raise ComposeError(f"`{' '.join(command)}` did not finish within {timeout_s:.0f} s") from exc
-        except BaseException:  # Ctrl-C or pytest-timeout: compose must not go on building behind the teardown
+        except BaseException:  # Ctrl-C: compose must not go on building behind the teardown
             process.kill()
             process.wait()
             raise

@@ -125,6 +125,7 @@ def tasks_in_flight(stack: Stack) -> list[str]:
         if run["state"] not in ("queued", "running"):
             continue
         answer = http("GET", task_instances_url(stack, run["dag_run_id"]), headers=headers)
+        _not_a_server_error(answer, "listing task instances")
         assert answer.status == 200, f"listing task instances: {answer.status} {answer.body[:300]!r}"
         busy += [
             f"{run['dag_run_id']}/{ti['task_id']}={ti['state']}"
@@ -155,6 +156,7 @@ def check_collection_complete(stack: Stack, run_id: str) -> None:
     other successful run without a fetch is a defect.
     """
     answer = http("GET", task_instances_url(stack, run_id), headers=airflow_headers(stack))
+    _not_a_server_error(answer, "listing task instances")
     assert answer.status == 200, f"listing task instances: {answer.status} {answer.body[:300]!r}"
     states = {ti["task_id"]: ti["state"] for ti in answer.json()["task_instances"]}
     if not states or states.get("fetch") != "skipped" or set(states.values()) != {"skipped"}:
@@ -250,6 +252,7 @@ def test_dag_runs_succeed_and_store_a_batch_each(stack: Stack) -> None:
         answer = http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}"), headers=headers)
         if answer.status == 404:  # the dag-processor has not written it yet
             return False
+        _not_a_server_error(answer, "reading the DAG")
         assert answer.status == 200, f"reading the DAG: {answer.status} {answer.body[:300]!r}"
         return True
 
@@ -546,6 +549,7 @@ def test_a_new_collection_starts_from_an_empty_data_db(stack: Stack) -> None:
 
     def default_group() -> int | None:
         details = http("GET", stack.url("AIRFLOW_HOST_PORT", f"/api/v2/dags/{DAG_ID}/details"), headers=headers)
+        _not_a_server_error(details, "reading the DAG's details")
         assert details.status == 200, f"reading the DAG's details: {details.status} {details.body[:300]!r}"
         value = details.json()["params"]["group_number"]["value"]
         return value if value == 2 else None

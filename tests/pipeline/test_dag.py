@@ -26,7 +26,9 @@ from tests.data_api.replica import make_settings, serve_in_thread
 from tests.pipeline.conftest import DAGS_FOLDER, load_airflow_healthcheck
 from ui.clients.airflow import AirflowClient
 
-pytestmark = pytest.mark.slow
+# The thread method: Airflow's execution_timeout inside dag.test() takes over SIGALRM, which pytest-timeout's
+# default method relies on (after the first training task the test would have no timeout left).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900, method="thread")]
 
 
 def _load_dag() -> Any:
