@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateTable
 
 from covertype import store
@@ -89,6 +90,30 @@ def test_observations_another_run_stores_at_the_same_moment_become_repeats_not_a
     assert (summary.rows_stored, summary.rows_duplicate) == (20, 20)
     assert store.count_observations(engine) == 60
     assert store.repeat_counts(engine).set_index("times_seen")["observations"].to_dict() == {1: 40, 2: 20}
+
+
+def test_an_integrity_error_that_is_no_concurrent_insert_is_raised_at_once_not_written_again(
+    engine, shared_rows, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a duplicate row hash means another run got there first; any other refusal (a bug) is raised as is."""
+    attempts: list[str] = []
+
+    def refuse_rejected_rows(conn, cursor, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO fetches"):
+            attempts.append(statement)
+        if statement.startswith("INSERT INTO rejected_rows"):
+            raise engine.dialect.loaded_dbapi.IntegrityError(1048, "Column 'detail' cannot be null")
+
+    event.listen(engine, "before_cursor_execute", refuse_rejected_rows)
+    try:
+        with caplog.at_level(logging.WARNING, logger="covertype.store"), pytest.raises(IntegrityError):
+            _append(engine, "run-1", [*shared_rows[:10], ["not", "a", "row"]])
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse_rejected_rows)
+
+    assert len(attempts) == 1
+    assert "another fetch stored some of the same observations" not in caplog.text
+    assert store.count_observations(engine) == 0  # rolled back
 
 
 def test_run_ids_that_differ_only_in_case_are_two_runs(engine, shared_rows) -> None:
