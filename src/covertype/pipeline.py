@@ -289,7 +289,8 @@ def train_and_log(settings: Settings, dag_run_id: str) -> dict[str, Any]:
         engine.dispose()
     config = training.TrainingConfig.named(settings.training_profile)
     _configure_mlflow(settings)
-    tracking.end_abandoned_runs(dag_run_id)  # first: a run that logged everything but was left open is finished
+    # First: a run that logged everything but was left open is ended FINISHED, and may be handed on below.
+    tracking.end_abandoned_runs(dag_run_id)
     finished = tracking.find_finished_training(
         dag_run_id, training.observations_digest(frame["row_hash"]), training.recipe_digest(config)
     )

@@ -9,9 +9,10 @@
   data (``log_input``) and the tags ``dag_run_id`` and ``batch_numbers``.
 - Each candidate of the search is a nested run with its out-of-fold (cross-validation) metrics
   and confusion matrix.
-- A training task first ends, as ``KILLED``, the pipeline's runs a killed attempt left ``RUNNING``
-  (a killed process cannot end its own run): its own DAG run's, and another DAG run's open for longer
-  than that task may run (``TRAINING_TIME_LIMIT``), so a live training beside it is left alone.
+- A training task (``pipeline.train_and_log``) first ends, as ``KILLED``, the pipeline's runs a killed
+  attempt left ``RUNNING`` (a killed process cannot end its own run): its own DAG run's, and another DAG
+  run's open for longer than that task may run (``TRAINING_TIME_LIMIT``), so a live training beside it
+  is left alone (``end_abandoned_runs``).
 - A finished run records what it handed on (tag ``trained_run``) and the digests of the rows it
   trained on and of its recipe: a retry of a task whose earlier attempt finished logging reuses
   that run (``find_finished_training``) instead of logging a second one.
@@ -229,27 +230,23 @@ def end_abandoned_runs(dag_run_id: str) -> list[str]:
     ]
     client = MlflowClient()
     for run in abandoned:
-        owner = run.data.tags["dag_run_id"]
+        # A run with its trained_run tag logged everything (the tag is set last): only ending it failed, a
+        # tracking-server blip at that moment. Finished, it can be handed on (find_finished_training).
         if TRAINED_RUN_TAG in run.data.tags:
-            # Everything was logged (the tag is set last): only ending the run failed, a tracking-server
-            # blip at that moment. Finished, it can be handed on (find_finished_training) instead of redone.
-            client.set_terminated(run.info.run_id, status="FINISHED")
-            log.warning(
-                "ended MLflow run %s (%s) of %s as FINISHED: its attempt logged everything but could not end it",
-                run.info.run_id,
-                run.info.run_name,
-                "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
-            )
-            _fail_pending_models(client, run)  # none normally: both models were READY before the tag
-            continue
-        client.set_terminated(run.info.run_id, status="KILLED")
+            status, cause = "FINISHED", "logged everything but could not end it, in an attempt of"
+        else:
+            status, cause = "KILLED", "left open by a killed attempt of"
+        client.set_terminated(run.info.run_id, status=status)
+        owner = run.data.tags["dag_run_id"]
         log.warning(
-            "ended MLflow run %s (%s) as KILLED: left open by a killed attempt of %s",
+            "ended MLflow run %s (%s) as %s: %s %s",
             run.info.run_id,
             run.info.run_name,
+            status,
+            cause,
             "this DAG run" if owner == dag_run_id else f"DAG run {owner}",
         )
-        _fail_pending_models(client, run)
+        _fail_pending_models(client, run)  # none normally after the tag: both models were READY before it
     for run in (run for run in pipeline_runs if run not in abandoned):
         log.info(
             "MLflow run %s (%s) of DAG run %s is open and younger than %s: left alone, it may still be training",
@@ -287,7 +284,6 @@ def log_training(
         RECIPE_DIGEST_TAG: recipe_digest(outcome.config),
     }
     tags.update(extra_tags or {})
-    end_abandoned_runs(dag_run_id)
     with mlflow.start_run(run_name=f"train {dag_run_id}", tags=tags) as parent:
         try:
             trained = _log_run_contents(outcome, parent.info.run_id, tags, batch_numbers)

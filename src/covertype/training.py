@@ -214,7 +214,7 @@ def split_observations(frame: pd.DataFrame, config: TrainingConfig) -> Split:
 def observations_digest(row_hashes: Iterable[str]) -> str:
     """SHA-256 of a set of observations (their row hashes, in any order): what a training run was fitted on.
 
-    Two runs with the same digest and profile trained on the same rows; a retried
+    Two runs with the same digest trained on the same rows; a retried
     training task uses it to recognise the run its earlier attempt finished.
     """
     return hashlib.sha256("\n".join(sorted(row_hashes)).encode()).hexdigest()

@@ -199,6 +199,8 @@ def test_a_retried_training_ends_the_runs_a_killed_attempt_left_open(
     uploading = client.create_logged_model(experiment_id, name="model", source_run_id=killed_parent.info.run_id)
     notebook_model = client.create_logged_model(experiment_id, name="model", source_run_id=notebook_run.info.run_id)
 
+    # What the training task does first (pipeline.train_and_log), then its own run.
+    tracking.end_abandoned_runs(dag_run_id)
     trained = _log(training.train(shared_observations.sample(600, random_state=6), FAST), dag_run_id)
 
     assert client.get_run(killed_parent.info.run_id).info.status == "KILLED"
