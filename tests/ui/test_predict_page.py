@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
@@ -56,6 +59,14 @@ def _form(app: AppTest) -> dict[str, int | str]:
     for column in (WILDERNESS_COLUMN, SOIL_COLUMN):
         record[column] = app.selectbox(key=field_key(column)).value
     return record
+
+
+@contextmanager
+def predict_page_on(service: FastAPI, ui_env: pytest.MonkeyPatch) -> Iterator[AppTest]:
+    """The Predict page opened against ``service`` on a loopback port; the service stops when the block ends."""
+    with serve(service) as url:
+        ui_env.setenv("INFERENCE_URL", url)
+        yield open_page("predict")
 
 
 def test_form_has_every_field_with_its_range_and_a_real_example() -> None:
@@ -197,9 +208,7 @@ def test_a_model_answer_of_another_shape_is_one_error_naming_what_is_wrong(ui_en
     ids=["probabilities-null", "class-9", "none", "two"],
 )
 def test_a_prediction_of_another_shape_is_one_error_and_no_answer(ui_env, answer: object, problem: str) -> None:
-    with serve(backends.inference_stub(MODEL, lambda instances: (200, answer))) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
+    with predict_page_on(backends.inference_stub(MODEL, lambda instances: (200, answer)), ui_env) as app:
         app.button(key=SUBMIT).click().run()
     assert not app.exception, [item.value for item in app.exception]
     assert not app.success
@@ -241,13 +250,12 @@ def test_a_503_is_shown_as_its_registry_state_calls_for(ui_env, tmp_path: Path, 
 )
 def test_a_503_without_a_known_registry_state_is_the_no_model_yet_warning(ui_env, body: dict[str, str]) -> None:
     """A service of another release (or a proxy) may send no state or another one: read as before, "no model yet"."""
-    with serve(backends.inference_stub(JSONResponse(body, status_code=503), lambda instances: (200, {}))) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
-    assert not app.error, texts(app.error)
-    [warning] = texts(app.warning)
-    assert warning.startswith(f"**Inference API**: {body['detail']}.")
-    assert RUN_THE_DAG in warning
+    service = backends.inference_stub(JSONResponse(body, status_code=503), lambda instances: (200, {}))
+    with predict_page_on(service, ui_env) as app:
+        assert not app.error, texts(app.error)
+        [warning] = texts(app.warning)
+        assert warning.startswith(f"**Inference API**: {body['detail']}.")
+        assert RUN_THE_DAG in warning
 
 
 def test_a_newer_version_that_failed_to_load_is_a_warning_beside_the_version_served(
@@ -278,9 +286,8 @@ def test_a_newer_version_that_failed_to_load_is_a_warning_beside_the_version_ser
 
 def test_a_service_gone_after_the_top_was_read_leaves_only_the_cannot_connect_error(ui_env) -> None:
     """The top's "Serving version N" is cached for seconds: beside "cannot connect" it would say both."""
-    with serve(backends.inference_stub(MODEL, lambda instances: (200, {"predictions": [PREDICTION]}))) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
+    service = backends.inference_stub(MODEL, lambda instances: (200, {"predictions": [PREDICTION]}))
+    with predict_page_on(service, ui_env) as app:
         assert any("covertype version 3" in caption for caption in texts(app.caption))
     app.button(key=SUBMIT).click().run()
     [error] = texts(app.error)
@@ -300,9 +307,7 @@ def test_an_answer_from_a_newer_version_refreshes_the_top(ui_env) -> None:
         model["version"] = "4"  # the service swapped to version 4 just before this request
         return 200, {"predictions": [PREDICTION], "model_name": "covertype", "model_version": "4", "run_id": "def"}
 
-    with serve(backends.inference_stub(model, swapped_then_predicted)) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
+    with predict_page_on(backends.inference_stub(model, swapped_then_predicted), ui_env) as app:
         assert any("covertype version 3" in caption for caption in texts(app.caption))
         app.button(key=SUBMIT).click().run()
     [answer] = texts(app.success)
@@ -345,9 +350,7 @@ def test_a_health_document_that_cannot_be_read_is_asked_for_once_per_cache_perio
         health_reads.append(1)
         return JSONResponse({"detail": "proxy error"}, status_code=502)
 
-    with serve(service) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
+    with predict_page_on(service, ui_env) as app:
         app.run()
         app.run()
     assert any("covertype version 3" in caption for caption in texts(app.caption))
@@ -364,11 +367,9 @@ def test_a_long_registry_message_of_health_is_cut_and_says_where_the_whole_of_it
     def health() -> dict[str, object]:
         return {"model_loaded": True, "registry_state": "load_failed", "registry_message": message}
 
-    with serve(service) as url:
-        ui_env.setenv("INFERENCE_URL", url)
-        app = open_page("predict")
-    [warning] = texts(app.warning)
-    assert warning.startswith("**Inference API**: version 4 of registered model 'covertype' could not be loaded:")
-    assert "… (cut: GET /health has it whole)" in warning
-    assert 0 < warning.count("proxy page") < 20  # of the 80 sent
-    assert "POST /model/reload" in warning  # the hint is still there, after the cut message
+    with predict_page_on(service, ui_env) as app:
+        [warning] = texts(app.warning)
+        assert warning.startswith("**Inference API**: version 4 of registered model 'covertype' could not be loaded:")
+        assert "… (cut: GET /health has it whole)" in warning
+        assert 0 < warning.count("proxy page") < 20  # of the 80 sent
+        assert "POST /model/reload" in warning  # the hint is still there, after the cut message
